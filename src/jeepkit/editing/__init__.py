@@ -1,0 +1,1 @@
+"""Editors. One target-optimisation engine (engine.py); each method module states only what differs."""

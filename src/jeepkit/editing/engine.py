@@ -1,0 +1,313 @@
+"""The locate-then-edit engine shared by MEMIT, PMET, JEEP and AlphaEdit.
+
+Two calls express every method:
+  * `optimise_targets`: find deltas (δ) added to chosen module outputs at chosen token positions that
+    make the model emit the new target, jointly for all deltas, with the KL / weight-decay / clamp /
+    early-stop rules of the reference code (spec §2.7);
+  * `apply_regions`: for each region (a run of layers whose MLP output matrices are edited), spread the
+    residual between the optimised target and the current value over the layers with the closed-form
+    update ΔW = R Kᵀ (λC + KKᵀ)⁻¹ (spec §2.6), layer by layer on the progressively edited model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.schema import EditCase
+from ..errors import ConfigError, OptimisationError
+from ..forward import final_hidden
+from ..hooks import StopForward, add_at, capture, stop_after
+from ..models import Arch, get_module
+from ..tokens import Located, locate_template, pad_id, right_pad
+
+POSITIONS = ("subject_last", "prompt_last")
+ANCHOR_ROLES = ("layer", "mlp", "attn", "mlp_out", "attn_out")
+KL_TEMPLATE = "{} is a"
+PREFIX_SEEDS = ("The", "Therefore", "Because", "I", "You")
+
+
+# ------------------------------------------------------------------ context templates
+
+@torch.no_grad()
+def sample_prefixes(model: nn.Module, tok, seed: int, length: int = 10, seeds: Sequence[str] = PREFIX_SEEDS) -> list[str]:
+    """Five short texts sampled from the unedited model (top-k 5), one per seed word, seeded.
+
+    The reference code samples these unseeded; they are the only random element of an edit, so the
+    seed is a param here. Each is `length` tokens including the seed word (and BOS where the tokenizer
+    adds one), braces blanked, followed by ". " so the prompt reads as a new sentence.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for word in seeds:
+        ids = tok(word, add_special_tokens=True)["input_ids"]
+        cur = torch.tensor([ids])
+        while cur.shape[1] < length:
+            logits = model(input_ids=cur, use_cache=False).logits[0, -1].float()
+            top = logits.topk(5)
+            pick = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)]
+            cur = torch.cat([cur, pick.view(1, 1)], 1)
+        text = tok.decode(cur[0], skip_special_tokens=True)
+        out.append(text.replace("{", " ").replace("}", " ") + ". ")
+    return out
+
+
+def context_prefixes(prefixes: Sequence[str]) -> list[str]:
+    """Bare prompt first (group 0), then the sampled prefixes (group 1)."""
+    return [""] + list(prefixes)
+
+
+# ------------------------------------------------------------------ target optimisation
+
+@dataclass(frozen=True)
+class DeltaSpec:
+    """One optimised vector δ: added to `role`'s output at `layer`, at `position` of every row."""
+
+    name: str
+    role: str
+    layer: int
+    position: str
+    clamp: float
+    weight_decay: float
+
+    def __post_init__(self):
+        if self.role not in ANCHOR_ROLES:
+            raise ConfigError(f"delta {self.name}: unknown anchor role {self.role!r}; expected {ANCHOR_ROLES}")
+        if self.position not in POSITIONS:
+            raise ConfigError(f"delta {self.name}: unknown position {self.position!r}; expected {POSITIONS}")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Everything the optimised targets depend on (with the model, the request and the prefixes)."""
+
+    deltas: tuple[DeltaSpec, ...]
+    lr: float
+    steps: int
+    kl_factor: float
+    stop_rule: str = "loss"  # "loss": total loss < stop_value (MEMIT); "prob": mean target prob ≥ stop_value (JEEP)
+    stop_value: float = 0.05
+    nll_schedule: str = "constant"  # "pmet": φ drops to 0.1 once every target token is the argmax
+
+    def describe(self) -> dict[str, Any]:
+        return {"deltas": [d.__dict__ for d in self.deltas], "lr": self.lr, "steps": self.steps,
+                "kl_factor": self.kl_factor, "stop_rule": self.stop_rule, "stop_value": self.stop_value,
+                "nll_schedule": self.nll_schedule}
+
+
+@dataclass
+class TargetResult:
+    z: dict[str, torch.Tensor]  # init + δ per delta name
+    init: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _pos(loc: Located, position: str) -> int:
+    return loc.subject_last if position == "subject_last" else loc.prompt_last
+
+
+def _rewrite_rows(tok, case: EditCase, prefixes: Sequence[str]) -> list[Located]:
+    return [locate_template(tok, case.prompt, case.subject, prefix=p, answer=case.target_new) for p in prefixes]
+
+
+def optimise_targets(model: nn.Module, tok, arch: Arch, case: EditCase, objective: Objective,
+                     prefixes: Sequence[str]) -> TargetResult:
+    """Optimise all deltas of `objective` jointly for one request on the (unedited) model."""
+    rows = _rewrite_rows(tok, case, context_prefixes(prefixes))
+    kl_row = locate_template(tok, KL_TEMPLATE, case.subject)
+    seqs = [r.ids[:-1] for r in rows] + [kl_row.ids]  # the last target token is never an input
+    ids, mask = right_pad(seqs, pad_id(tok))
+    n_p = len(rows)
+    # label positions (row, col, token) for the NLL
+    lab_rows = torch.tensor([i for i, r in enumerate(rows) for _ in r.answer_ids])
+    lab_cols = torch.tensor([c for r in rows for c in r.answer_positions])
+    lab_tok = torch.tensor([t for r in rows for t in r.answer_ids])
+    n_tok = torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32)
+    kl_pos = kl_row.subject_last
+
+    hidden = arch.hidden_size
+    deltas = {d.name: torch.zeros(hidden, requires_grad=True) for d in objective.deltas}
+    inits: dict[str, dict] = {d.name: {} for d in objective.deltas}
+    opt = torch.optim.Adam(list(deltas.values()), lr=objective.lr)
+    lm_head = model.get_output_embeddings()
+    nll_factor = 1.0
+    kl_init = None
+    info: dict[str, Any] = {}
+
+    def forward():
+        import contextlib
+        with contextlib.ExitStack() as stack:
+            for d in objective.deltas:
+                pos = [_pos(r, d.position) for r in rows] + [_pos(kl_row, d.position)]
+                stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)),
+                                           torch.arange(n_p + 1), torch.tensor(pos),
+                                           (lambda name=d.name: deltas[name]), record_init=inits[d.name]))
+            h = final_hidden(model, ids, mask)
+        logp = torch.log_softmax(lm_head(h[lab_rows, lab_cols]).float(), -1)
+        tok_logp = logp.gather(1, lab_tok[:, None])[:, 0]
+        per_prompt = torch.zeros(n_p).index_add(0, lab_rows, tok_logp) / n_tok
+        kl_logp = torch.log_softmax(lm_head(h[n_p, kl_pos]).float(), -1)
+        argmax_ok = bool((logp.argmax(-1) == lab_tok).all())
+        return per_prompt, kl_logp, argmax_ok
+
+    for step in range(objective.steps):
+        per_prompt, kl_logp, argmax_ok = forward()
+        if kl_init is None:
+            kl_init = kl_logp.detach().clone()
+        nll = -per_prompt.mean()
+        kl = torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
+        wd = sum(d.weight_decay * deltas[d.name].norm() / inits[d.name]["init"].float().norm() ** 2
+                 for d in objective.deltas)
+        loss = nll_factor * nll + objective.kl_factor * kl + wd
+        if not torch.isfinite(loss):
+            raise OptimisationError(f"case {case.case_id}: non-finite loss at step {step} "
+                                    f"(nll={float(nll)}, kl={float(kl)}); lower lr or check the model dtype")
+        prob = float(per_prompt.detach().exp().mean())
+        info = {"steps": step, "loss": float(loss), "nll": float(nll), "kl": float(kl), "target_prob": prob}
+        if objective.nll_schedule == "pmet":
+            # PMET: once every target token is the argmax, lower the NLL weight and stop when KL is small.
+            if argmax_ok:
+                nll_factor = 0.1
+                if float(kl) <= 0.01:
+                    break
+            else:
+                nll_factor = 1.0
+        if objective.stop_rule == "loss" and float(loss) < objective.stop_value:
+            break
+        if objective.stop_rule == "prob" and prob >= objective.stop_value:
+            break
+        if step == objective.steps - 1:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for d in objective.deltas:
+                limit = d.clamp * inits[d.name]["init"].float().norm()
+                norm = deltas[d.name].norm()
+                if norm > limit:
+                    deltas[d.name].mul_(limit / norm)
+    init = {k: v["init"].float() for k, v in inits.items()}
+    z = {k: (init[k] + deltas[k].detach()).clone() for k in deltas}
+    info.update({f"delta_norm_{k}": float(deltas[k].norm()) for k in deltas})
+    info.update({f"init_norm_{k}": float(init[k].norm()) for k in deltas})
+    return TargetResult(z=z, init=init, info=info)
+
+
+# ------------------------------------------------------------------ closed-form update
+
+@dataclass(frozen=True)
+class Region:
+    """A run of layers edited together toward one optimised target.
+
+    key_position: where keys (inputs of the edited Linear) are read. The residual T = z − cur is
+    measured at `cur_role` of `cur_layer` (the anchor layer) on the bare prompt.
+    """
+
+    name: str
+    layers: tuple[int, ...]
+    target: str  # name of the DeltaSpec whose z this region realises
+    key_position: str
+    cur_role: str
+    cur_layer: int
+    lam: float  # λ, weight of the covariance term
+    spread: str = "linear"  # "linear": ÷(N−i); "sqrt": ÷√(N−i)
+    edit_role: str = "mlp_out"
+
+    def divisor(self, i: int) -> float:
+        remaining = len(self.layers) - i
+        if self.spread == "linear":
+            return float(remaining)
+        if self.spread == "sqrt":
+            return math.sqrt(remaining)
+        raise ConfigError(f"region {self.name}: unknown spread {self.spread!r}; expected linear or sqrt")
+
+
+def memit_solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, **_: Any) -> torch.Tensor:
+    """ΔW = R Kᵀ (λC + KKᵀ)⁻¹, computed as R · solve(λC + KKᵀ, K)ᵀ in float64."""
+    K = K.to(torch.float64)
+    A = lam * C.to(torch.float64) + K @ K.T
+    adj = torch.linalg.solve(A, K)
+    return R.to(torch.float64) @ adj.T
+
+
+Solver = Callable[..., torch.Tensor]
+
+
+def _group_mean(x: torch.Tensor, n_templates: int, grouping: str) -> torch.Tensor:
+    """x: (n_cases*n_templates, d), case-major. Grouped: ½ bare + ½ mean(prefixed) (spec §2.5)."""
+    x = x.view(-1, n_templates, x.shape[-1])
+    if grouping == "uniform" or n_templates == 1:
+        return x.mean(1)
+    if grouping == "grouped":
+        return 0.5 * x[:, 0] + 0.5 * x[:, 1:].mean(1)
+    raise ConfigError(f"unknown key averaging {grouping!r}; expected grouped or uniform")
+
+
+def _layer_index(module_name: str) -> int:
+    return next(int(p) for p in module_name.split(".") if p.isdigit())
+
+
+@torch.no_grad()
+def read_keys_and_cur(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], prefixes: Sequence[str],
+                      key_module: str, key_position: str, cur_module: str, grouping: str = "grouped",
+                      batch_rows: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys K (d_k × n, template-averaged) and current values (d × n, bare prompt) in one pass."""
+    ctx = context_prefixes(prefixes)
+    locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in ctx]
+    mods = {"key": get_module(model, key_module), "cur": get_module(model, cur_module)}
+    last = get_module(model, arch.name("layer", max(_layer_index(key_module), _layer_index(cur_module))))
+    keys, curs = [], []
+    for b in range(0, len(locs), batch_rows):
+        part = locs[b:b + batch_rows]
+        ids, mask = right_pad([l.ids for l in part], pad_id(tok))
+        with capture({"key": mods["key"]}, inputs=True) as kin, capture({"cur": mods["cur"]}) as cout, \
+                stop_after(last):
+            try:
+                model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except StopForward:
+                pass
+        rows = torch.arange(len(part))
+        kcols = torch.tensor([_pos(l, key_position) for l in part])
+        keys.append(kin["key"][rows, kcols].float())
+        curs.append(cout["cur"][rows, kcols].float())
+    K = _group_mean(torch.cat(keys), len(ctx), grouping)
+    cur = torch.cat(curs).view(len(cases), len(ctx), -1)[:, 0]  # bare prompt
+    return K.T, cur.T
+
+
+def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], regions: Sequence[Region],
+                  targets: dict[str, torch.Tensor], cov: Callable[[str], torch.Tensor], prefixes: Sequence[str],
+                  solver: Solver = memit_solve, grouping: str = "grouped", progress: bool = True,
+                  solver_kwargs: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Edit the model in place region by region; return ΔW per module name and diagnostics.
+
+    targets[name] is (n × d), row j for cases[j]. Each layer sees the weights already changed by
+    the layers (and regions) before it, as in the reference code.
+    """
+    deltas: dict[str, torch.Tensor] = {}
+    diag: dict[str, Any] = {}
+    for region in regions:
+        Z = targets[region.target].T.to(torch.float64)  # d × n
+        cur_module = arch.name(region.cur_role, region.cur_layer)
+        it = tqdm(list(enumerate(region.layers)), desc=f"update {region.name}", disable=not progress, leave=False)
+        for i, layer in it:
+            key_module = arch.name(region.edit_role, layer)
+            K, cur = read_keys_and_cur(model, tok, arch, cases, prefixes, key_module, region.key_position,
+                                       cur_module, grouping)
+            T = Z - cur.to(torch.float64)
+            R = T / region.divisor(i)
+            W = get_module(model, key_module).weight
+            dW = solver(cov(key_module), K, R, region.lam, layer=layer, module=key_module, **(solver_kwargs or {}))
+            if not torch.isfinite(dW).all():
+                raise OptimisationError(f"non-finite weight update at {key_module}")
+            with torch.no_grad():
+                W.add_(dW.to(W.dtype))
+            deltas[key_module] = deltas.get(key_module, 0) + dW.to(torch.float32)
+            diag[f"{region.name}/{layer}/residual_norm"] = float(T.norm(dim=0).mean())
+    return deltas, diag

@@ -1,0 +1,202 @@
+"""Second-moment statistics C = E[k kᵀ] of the edited Linear layers' inputs.
+
+MEMIT-family editors weigh an edit against how the layer is normally used: A = λC + KKᵀ. C is
+accumulated over every non-padded token of a text corpus in one forward pass that hooks all the
+layers a run needs and stops after the deepest one. Each file carries a sidecar with what produced
+it (corpus, samples, length, dtype, model id and revision); the cache key hashes all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, InputError
+from .hooks import StopForward, capture, stop_after
+from .io import atomic_path, stable_hash, write_json
+from .models import Arch, get_module
+from .tokens import pad_id, right_pad
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """corpus: "wikitext" (HF datasets, online), "file:<path>" (raw text, one document per line) or "self"."""
+
+    corpus: str
+    n_samples: int
+    max_length: int
+    dtype: str = "float32"
+    seed: int = 1
+
+    def key(self, model_identity: dict[str, Any]) -> str:
+        return stable_hash({"corpus": self.corpus, "n_samples": self.n_samples, "max_length": self.max_length,
+                            "dtype": self.dtype, "seed": self.seed, "model": model_identity})
+
+
+def _file_documents(path: str, n: int) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError("covariance corpus file does not exist", file=str(p))
+    docs = []
+    with open(p, encoding="utf-8", newline=None) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                docs.append(line)
+                if len(docs) >= n:
+                    break
+    if not docs:
+        raise InputError("no non-empty lines", file=str(p))
+    return docs
+
+
+def _wikitext_documents(n: int, seed: int) -> list[str]:
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1", split="train")
+    except Exception as e:  # network or cache failure: say what to do instead
+        raise ConfigError(f"cannot load WikiText through `datasets` ({type(e).__name__}: {e}). Offline? Use "
+                          "stats.corpus: file:<path to wiki.test.raw> or stats.corpus: self") from None
+    texts = [t.strip() for t in ds["text"] if len(t.strip()) > 50]
+    idx = list(range(len(texts)))
+    random.Random(seed).shuffle(idx)
+    return [texts[i] for i in idx[:n]]
+
+
+@torch.no_grad()
+def _self_documents(model: nn.Module, tok, n: int, max_length: int, seed: int, batch: int = 32) -> list[str]:
+    """Text sampled from the model itself (top-k 40, fixed seed): a corpus that needs nothing offline."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = ["The", "In", "A", "It", "He", "She", "This", "According to", "During", "After"]
+    docs: list[str] = []
+    for b in tqdm(range(0, n, batch), desc="sampling covariance corpus", leave=False):
+        m = min(batch, n - b)
+        seqs = [tok(starts[(b + i) % len(starts)], add_special_tokens=True)["input_ids"] for i in range(m)]
+        width = max(len(s) for s in seqs)
+        seqs = [s + s[-1:] * (width - len(s)) for s in seqs]  # equal length start, no padding needed
+        ids = torch.tensor(seqs)
+        past = None
+        cur = ids
+        out = [ids]
+        for _ in range(max_length - width):
+            res = model(input_ids=cur, past_key_values=past, use_cache=True)
+            past = res.past_key_values
+            logits = res.logits[:, -1].float()
+            top = logits.topk(40, dim=-1)
+            choice = torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)
+            cur = top.indices.gather(1, choice)
+            out.append(cur)
+        full = torch.cat(out, 1)
+        docs.extend(tok.batch_decode(full, skip_special_tokens=True))
+    return docs
+
+
+def corpus_documents(spec: CorpusSpec, model: nn.Module, tok) -> list[str]:
+    if spec.corpus.startswith("file:"):
+        return _file_documents(spec.corpus[5:], spec.n_samples)
+    if spec.corpus == "wikitext":
+        return _wikitext_documents(spec.n_samples, spec.seed)
+    if spec.corpus == "self":
+        return _self_documents(model, tok, spec.n_samples, spec.max_length, spec.seed)
+    raise ConfigError(f"unknown stats corpus {spec.corpus!r}; expected wikitext, file:<path> or self")
+
+
+def _batches(token_lists: list[list[int]], budget: int) -> Iterable[list[list[int]]]:
+    """Length-sorted batches of at most `budget` padded tokens (fewer pad positions, fewer passes)."""
+    order = sorted(token_lists, key=len)
+    cur: list[list[int]] = []
+    for seq in order:
+        if cur and (len(cur) + 1) * len(seq) > budget:
+            yield cur
+            cur = []
+        cur.append(seq)
+    if cur:
+        yield cur
+
+
+@torch.no_grad()
+def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: list[str], docs: list[str],
+                              max_length: int, dtype: str = "float32", token_budget: int = 4096
+                              ) -> tuple[dict[str, torch.Tensor], int]:
+    """Σ x xᵀ / count over all non-padded tokens, for every module input in one pass over `docs`."""
+    acc_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
+    if acc_dtype is None:
+        raise ConfigError(f"stats dtype must be float32 or float64, not {dtype!r}")
+    mods = {n: get_module(model, n) for n in module_names}
+    layer_of = {n: int(n.split(".")[[i for i, p in enumerate(n.split(".")) if p.isdigit()][0]]) for n in module_names}
+    deepest = get_module(model, arch.name("layer", max(layer_of.values())))
+    enc = [tok(d, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] for d in docs]
+    enc = [e for e in enc if len(e) > 1]
+    sums = {n: torch.zeros(m.in_features, m.in_features, dtype=acc_dtype) for n, m in mods.items()}
+    count = 0
+    total = sum(len(e) for e in enc)
+    bar = tqdm(total=total, desc=f"covariance ({len(mods)} layers)", unit="tok")
+    for chunk in _batches(enc, token_budget):
+        ids, mask = right_pad(chunk, pad_id(tok))
+        flat = mask.bool().reshape(-1)
+        with capture(mods, inputs=True) as got, stop_after(deepest):
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except StopForward:
+                pass
+        for n, x in got.items():
+            x = x.reshape(-1, x.shape[-1])[flat].to(acc_dtype)
+            sums[n].addmm_(x.T, x)
+        count += int(flat.sum())
+        bar.update(int(flat.sum()))
+    bar.close()
+    return {n: s / count for n, s in sums.items()}, count
+
+
+def compute_stats(model: nn.Module, tok, arch: Arch, module_names: list[str], spec: CorpusSpec,
+                  model_identity: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Compute and store C for `module_names` under out_dir/<key>/ (safetensors + sidecar)."""
+    t0 = time.time()
+    docs = corpus_documents(spec, model, tok)
+    t_corpus = time.time() - t0
+    moments, count = accumulate_second_moments(model, tok, arch, module_names, docs, spec.max_length, spec.dtype)
+    key = spec.key(model_identity)
+    out = Path(out_dir) / key
+    out.mkdir(parents=True, exist_ok=True)
+    sidecar = {"corpus": spec.corpus, "n_samples": spec.n_samples, "max_length": spec.max_length,
+               "dtype": spec.dtype, "seed": spec.seed, "model": model_identity, "key": key,
+               "n_documents": len(docs), "n_tokens": count, "corpus_seconds": round(t_corpus, 1),
+               "seconds": round(time.time() - t0, 1)}
+    for name, c in moments.items():
+        with atomic_path(out / f"{name}.safetensors") as tmp:
+            save_file({"mom2": c.contiguous()}, str(tmp), metadata={"sidecar": json.dumps(sidecar), "count": str(count)})
+    write_json(out / "sidecar.json", {**sidecar, "modules": sorted(moments)})
+    return sidecar
+
+
+class CovarianceStore:
+    """Read-only access to computed statistics, checked against the requested corpus spec."""
+
+    def __init__(self, root: str | Path, spec: CorpusSpec, model_identity: dict[str, Any]):
+        self.dir = Path(root) / spec.key(model_identity)
+        self.spec = spec
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def get(self, module_name: str) -> torch.Tensor:
+        """C (float64) for one module; a clear error if the stats stage did not produce it."""
+        if module_name not in self._cache:
+            path = self.dir / f"{module_name}.safetensors"
+            if not path.exists():
+                raise ConfigError(f"missing covariance statistics for {module_name} ({path}); add the layer to the "
+                                  f"methods' params and re-run the `stats` stage (corpus {self.spec.corpus}, "
+                                  f"{self.spec.n_samples} samples)")
+            c = load_file(str(path))["mom2"].to(torch.float64)
+            if not torch.isfinite(c).all():
+                raise ConfigError(f"non-finite values in {path}")
+            self._cache[module_name] = c
+        return self._cache[module_name]
