@@ -10,6 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: env repro test clean-env
 

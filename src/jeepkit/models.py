@@ -123,7 +123,8 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
 
     out_dir = Path(out_dir)
     source = spec.get("source", "embedded")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         card: dict[str, Any] = {"source": source, "dtype": spec.get("dtype", "float32")}
         if source == "embedded":

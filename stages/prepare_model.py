@@ -1,0 +1,9 @@
+"""DVC stage: materialise the model once (embedded GGUF -> safetensors, or a pinned hub pointer)."""
+import argparse
+
+from jeepkit.pipeline import prepare, stage_main
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    stage_main(prepare)(ap.parse_args().params)
