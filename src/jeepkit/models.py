@@ -82,6 +82,11 @@ def arch_for(model: nn.Module) -> Arch:
     return Arch(family=cfg.model_type, n_layers=int(n_layers), hidden_size=int(hidden), **t)
 
 
+def layer_index(module_name: str) -> int:
+    """The layer number in a module name such as "model.layers.7.mlp.down_proj"."""
+    return next(int(p) for p in module_name.split(".") if p.isdigit())
+
+
 def get_module(model: nn.Module, name: str) -> nn.Module:
     try:
         return model.get_submodule(name)

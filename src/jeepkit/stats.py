@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .errors import ConfigError, InputError
 from .hooks import StopForward, capture, stop_after
 from .io import atomic_path, stable_hash, write_json
-from .models import Arch, get_module
+from .models import Arch, get_module, layer_index
 from .tokens import pad_id, right_pad
 
 
@@ -74,16 +74,17 @@ def _wikitext_documents(n: int, seed: int) -> list[str]:
 
 
 @torch.no_grad()
-def _self_documents(model: nn.Module, tok, n: int, max_length: int, seed: int, batch: int = 32) -> list[str]:
+def _self_documents(model: nn.Module, tok, n: int, max_length: int, seed: int, batch: int = 128) -> list[str]:
     """Text sampled from the model itself (top-k 40, fixed seed): a corpus that needs nothing offline."""
     gen = torch.Generator().manual_seed(seed)
-    starts = ["The", "In", "A", "It", "He", "She", "This", "According to", "During", "After"]
+    words = ["The", "In", "A", "It", "He", "She", "This", "During", "After", "When", "His", "Her"]
+    lengths = {w: len(tok(w, add_special_tokens=True)["input_ids"]) for w in words}
+    starts = [w for w in words if lengths[w] == min(lengths.values())]  # equal lengths: no padding needed
     docs: list[str] = []
     for b in tqdm(range(0, n, batch), desc="sampling covariance corpus", leave=False):
         m = min(batch, n - b)
         seqs = [tok(starts[(b + i) % len(starts)], add_special_tokens=True)["input_ids"] for i in range(m)]
-        width = max(len(s) for s in seqs)
-        seqs = [s + s[-1:] * (width - len(s)) for s in seqs]  # equal length start, no padding needed
+        width = len(seqs[0])
         ids = torch.tensor(seqs)
         past = None
         cur = ids
@@ -133,8 +134,7 @@ def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: l
     if acc_dtype is None:
         raise ConfigError(f"stats dtype must be float32 or float64, not {dtype!r}")
     mods = {n: get_module(model, n) for n in module_names}
-    layer_of = {n: int(n.split(".")[[i for i, p in enumerate(n.split(".")) if p.isdigit()][0]]) for n in module_names}
-    deepest = get_module(model, arch.name("layer", max(layer_of.values())))
+    deepest = get_module(model, arch.name("layer", max(layer_index(n) for n in module_names)))
     enc = [tok(d, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] for d in docs]
     enc = [e for e in enc if len(e) > 1]
     sums = {n: torch.zeros(m.in_features, m.in_features, dtype=acc_dtype) for n, m in mods.items()}

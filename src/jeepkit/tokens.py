@@ -48,6 +48,8 @@ def locate(tok, text: str, *, subject_span: tuple[int, int] | None = None, answe
     tokenising " answer" separately for GPT-2 BPE, and drops SentencePiece's stray BOS/"▁" pair.
     """
     _require_fast(tok)
+    if answer is not None and not answer.strip():
+        raise InputError(f"answer {answer!r} produced no tokens")
     full = text if answer is None else f"{text} {answer.strip()}"
     ids, offsets, special = _encode(tok, full)
     cut = len(text)

@@ -23,7 +23,7 @@ from ..data.schema import EditCase
 from ..errors import ConfigError, OptimisationError
 from ..forward import final_hidden
 from ..hooks import StopForward, add_at, capture, stop_after
-from ..models import Arch, get_module
+from ..models import Arch, get_module, layer_index
 from ..tokens import Located, locate_template, pad_id, right_pad
 
 POSITIONS = ("subject_last", "prompt_last")
@@ -168,16 +168,17 @@ def optimise_targets(model: nn.Module, tok, arch: Arch, case: EditCase, objectiv
             raise OptimisationError(f"case {case.case_id}: non-finite loss at step {step} "
                                     f"(nll={float(nll)}, kl={float(kl)}); lower lr or check the model dtype")
         prob = float(per_prompt.detach().exp().mean())
-        info = {"steps": step, "loss": float(loss), "nll": float(nll), "kl": float(kl), "target_prob": prob}
+        loss_v, nll_v, kl_v = loss.item(), nll.item(), kl.item()
+        info = {"steps": step, "loss": loss_v, "nll": nll_v, "kl": kl_v, "target_prob": prob}
         if objective.nll_schedule == "pmet":
             # PMET: once every target token is the argmax, lower the NLL weight and stop when KL is small.
             if argmax_ok:
                 nll_factor = 0.1
-                if float(kl) <= 0.01:
+                if kl_v <= 0.01:
                     break
             else:
                 nll_factor = 1.0
-        if objective.stop_rule == "loss" and float(loss) < objective.stop_value:
+        if objective.stop_rule == "loss" and loss_v < objective.stop_value:
             break
         if objective.stop_rule == "prob" and prob >= objective.stop_value:
             break
@@ -249,10 +250,6 @@ def _group_mean(x: torch.Tensor, n_templates: int, grouping: str) -> torch.Tenso
     raise ConfigError(f"unknown key averaging {grouping!r}; expected grouped or uniform")
 
 
-def _layer_index(module_name: str) -> int:
-    return next(int(p) for p in module_name.split(".") if p.isdigit())
-
-
 @torch.no_grad()
 def read_keys_and_cur(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], prefixes: Sequence[str],
                       key_module: str, key_position: str, cur_module: str, grouping: str = "grouped",
@@ -261,7 +258,7 @@ def read_keys_and_cur(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCas
     ctx = context_prefixes(prefixes)
     locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in ctx]
     mods = {"key": get_module(model, key_module), "cur": get_module(model, cur_module)}
-    last = get_module(model, arch.name("layer", max(_layer_index(key_module), _layer_index(cur_module))))
+    last = get_module(model, arch.name("layer", max(layer_index(key_module), layer_index(cur_module))))
     keys, curs = [], []
     for b in range(0, len(locs), batch_rows):
         part = locs[b:b + batch_rows]
