@@ -7,7 +7,7 @@ tensors depending on the transformers version; both are handled here and nowhere
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -25,11 +25,12 @@ def _replace_hidden(output, new: torch.Tensor):
 
 @contextlib.contextmanager
 def add_at(module: nn.Module, rows: torch.Tensor, cols: torch.Tensor, delta: Callable[[], torch.Tensor],
-           record_init: dict | None = None, init_row: int = 0) -> Iterator[None]:
-    """Add `delta()` (a d-vector) to the module output at every (rows[i], cols[i]).
+           record_init: dict | None = None, init_row: int | Sequence[int] = 0) -> Iterator[None]:
+    """Add `delta()` (a d-vector, or one vector per (row, col) pair) to the module output at (rows[i], cols[i]).
 
     If `record_init` is given and still empty, the unmodified output at (rows[init_row], cols[init_row])
-    is stored in it under "init" (the anchor value that clamp and weight decay are relative to).
+    is stored in it under "init" (the anchor value that clamp and weight decay are relative to); a
+    list of indices records one vector per index.
     """
 
     def hook(_mod, _inp, output):

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 
 from .data.schema import load_cases, save_cases
+from .editing.deltas import parameter, save_deltas
 from .data.sources import resolve_dataset
 from .errors import ConfigError, JeepkitError
 from .io import write_json, write_jsonl
@@ -127,7 +127,7 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
         chunk = cases[c0:c0 + batch]
         res = edit(model, tok, arch, chunk, method, hp, cov.get, prefixes, ident, cache=cache)
         for name in res.deltas:
-            originals.setdefault(name, model.get_submodule(name).weight.detach().clone())
+            originals.setdefault(name, parameter(model, name).detach().clone())
         t0 = time.time()
         per_case += evaluate_cases(model, tok, chunk, batch_size=int(e.get("eval_batch_size", 32)))
         timing["eval_seconds"] += time.time() - t0
@@ -139,7 +139,7 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
                                                                      [c.case_id for c in chunk])
         with torch.no_grad():  # chunks are independent: restore before the next one
             for name, w in originals.items():
-                model.get_submodule(name).weight.copy_(w)
+                parameter(model, name).copy_(w)
     kind = cases[0].kind
     summary = summarise(per_case, kind)
     run_dir = p["runs"] / method / dataset
@@ -148,8 +148,7 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
         write_jsonl(tmp / "cases.jsonl", per_case)
         save_cases(tmp / "requests.jsonl", cases)
         for fname, (tensors, ids) in delta_files.items():
-            save_file(tensors, str(tmp / fname), metadata={"case_ids": json.dumps(ids), "method": method,
-                                                          "model": json.dumps(ident)})
+            save_deltas(tmp / fname, tensors, {"case_ids": ids, "method": method, "hparams": hp, "model": ident})
         write_json(tmp / "info.json", {"hparams": hp, "prefixes": prefixes, "chunks": infos})
         if run_dir.exists():
             shutil.rmtree(run_dir)

@@ -118,86 +118,115 @@ def _rewrite_rows(tok, case: EditCase, prefixes: Sequence[str]) -> list[Located]
 def optimise_targets(model: nn.Module, tok, arch: Arch, case: EditCase, objective: Objective,
                      prefixes: Sequence[str]) -> TargetResult:
     """Optimise all deltas of `objective` jointly for one request on the (unedited) model."""
-    rows = _rewrite_rows(tok, case, context_prefixes(prefixes))
-    kl_row = locate_template(tok, KL_TEMPLATE, case.subject)
-    seqs = [r.ids[:-1] for r in rows] + [kl_row.ids]  # the last target token is never an input
+    return optimise_targets_batch(model, tok, arch, [case], objective, prefixes)[0]
+
+
+def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], objective: Objective,
+                           prefixes: Sequence[str]) -> list[TargetResult]:
+    """Optimise each request's deltas, several requests per forward pass.
+
+    Every request keeps its own δ rows, loss, clamp and early stop, and Adam is element-wise, so the
+    result equals optimising the requests one at a time; batching only fills the CPU's matrix units
+    better. A request that has stopped is frozen (its δ restored after each Adam step).
+    """
+    ctx = context_prefixes(prefixes)
+    n_c, n_p = len(cases), len(ctx)
+    rows: list[Located] = []
+    for c in cases:
+        rows += _rewrite_rows(tok, c, ctx)
+    kl_rows = [locate_template(tok, KL_TEMPLATE, c.subject) for c in cases]
+    all_rows = rows + kl_rows  # rewrite rows case-major, then one KL row per case
+    seqs = [r.ids[:-1] for r in rows] + [r.ids for r in kl_rows]  # the last target token is never an input
     ids, mask = right_pad(seqs, pad_id(tok))
-    n_p = len(rows)
-    # label positions (row, col, token) for the NLL
+    case_of_row = torch.tensor([i for i in range(n_c) for _ in range(n_p)] + list(range(n_c)))
     lab_rows = torch.tensor([i for i, r in enumerate(rows) for _ in r.answer_ids])
     lab_cols = torch.tensor([c for r in rows for c in r.answer_positions])
     lab_tok = torch.tensor([t for r in rows for t in r.answer_ids])
     n_tok = torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32)
-    kl_pos = kl_row.subject_last
+    kl_idx = torch.arange(len(rows), len(all_rows))
+    kl_cols = torch.tensor([r.subject_last for r in kl_rows])
+    bare_rows = [i * n_p for i in range(n_c)]  # index into `rows` of each case's bare prompt
 
-    hidden = arch.hidden_size
-    deltas = {d.name: torch.zeros(hidden, requires_grad=True) for d in objective.deltas}
+    deltas = {d.name: torch.zeros(n_c, arch.hidden_size, requires_grad=True) for d in objective.deltas}
     inits: dict[str, dict] = {d.name: {} for d in objective.deltas}
     opt = torch.optim.Adam(list(deltas.values()), lr=objective.lr)
     lm_head = model.get_output_embeddings()
-    nll_factor = 1.0
+    nll_factor = torch.ones(n_c)
+    active = torch.ones(n_c, dtype=torch.bool)
     kl_init = None
-    info: dict[str, Any] = {}
+    infos: list[dict[str, Any]] = [{} for _ in cases]
+    row_ids = torch.arange(len(all_rows))
 
     def forward():
         import contextlib
         with contextlib.ExitStack() as stack:
             for d in objective.deltas:
-                pos = [_pos(r, d.position) for r in rows] + [_pos(kl_row, d.position)]
-                stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)),
-                                           torch.arange(n_p + 1), torch.tensor(pos),
-                                           (lambda name=d.name: deltas[name]), record_init=inits[d.name]))
+                cols = torch.tensor([_pos(r, d.position) for r in all_rows])
+                stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)), row_ids, cols,
+                                           (lambda name=d.name: deltas[name][case_of_row]),
+                                           record_init=inits[d.name], init_row=bare_rows))
             h = final_hidden(model, ids, mask)
         logp = torch.log_softmax(lm_head(h[lab_rows, lab_cols]).float(), -1)
         tok_logp = logp.gather(1, lab_tok[:, None])[:, 0]
-        per_prompt = torch.zeros(n_p).index_add(0, lab_rows, tok_logp) / n_tok
-        kl_logp = torch.log_softmax(lm_head(h[n_p, kl_pos]).float(), -1)
-        argmax_ok = bool((logp.argmax(-1) == lab_tok).all())
-        return per_prompt, kl_logp, argmax_ok
+        per_prompt = torch.zeros(len(rows)).index_add(0, lab_rows, tok_logp) / n_tok
+        kl_logp = torch.log_softmax(lm_head(h[kl_idx, kl_cols]).float(), -1)
+        hit = (logp.argmax(-1) == lab_tok).float()
+        argmax_ok = torch.zeros(len(rows)).index_add(0, lab_rows, hit).view(n_c, n_p).sum(1) == \
+            n_tok.view(n_c, n_p).sum(1)
+        return per_prompt.view(n_c, n_p), kl_logp, argmax_ok
 
     for step in range(objective.steps):
         per_prompt, kl_logp, argmax_ok = forward()
         if kl_init is None:
             kl_init = kl_logp.detach().clone()
-        nll = -per_prompt.mean()
-        kl = torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
-        wd = sum(d.weight_decay * deltas[d.name].norm() / inits[d.name]["init"].float().norm() ** 2
+        nll = -per_prompt.mean(1)
+        kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(1)  # KL(P_current || P_init) per request
+        wd = sum(d.weight_decay * deltas[d.name].norm(dim=1) / inits[d.name]["init"].float().norm(dim=1) ** 2
                  for d in objective.deltas)
         loss = nll_factor * nll + objective.kl_factor * kl + wd
-        if not torch.isfinite(loss):
-            raise OptimisationError(f"case {case.case_id}: non-finite loss at step {step} "
-                                    f"(nll={float(nll)}, kl={float(kl)}); lower lr or check the model dtype")
-        prob = float(per_prompt.detach().exp().mean())
-        loss_v, nll_v, kl_v = loss.item(), nll.item(), kl.item()
-        info = {"steps": step, "loss": loss_v, "nll": nll_v, "kl": kl_v, "target_prob": prob}
+        bad = ~torch.isfinite(loss) & active
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise OptimisationError(f"case {cases[i].case_id}: non-finite loss at step {step} "
+                                    f"(nll={nll[i].item()}, kl={kl[i].item()}); lower lr or check the model dtype")
+        prob = per_prompt.detach().exp().mean(1)
+        loss_v, nll_v, kl_v = loss.detach(), nll.detach(), kl.detach()
+        stop = torch.zeros(n_c, dtype=torch.bool)
+        for i in active.nonzero().flatten().tolist():
+            infos[i] = {"steps": step, "loss": loss_v[i].item(), "nll": nll_v[i].item(), "kl": kl_v[i].item(),
+                        "target_prob": prob[i].item()}
         if objective.nll_schedule == "pmet":
             # PMET: once every target token is the argmax, lower the NLL weight and stop when KL is small.
-            if argmax_ok:
-                nll_factor = 0.1
-                if kl_v <= 0.01:
-                    break
-            else:
-                nll_factor = 1.0
-        if objective.stop_rule == "loss" and loss_v < objective.stop_value:
+            nll_factor = torch.where(argmax_ok, torch.full_like(nll_factor, 0.1), torch.ones_like(nll_factor))
+            stop |= argmax_ok & (kl_v <= 0.01)
+        if objective.stop_rule == "loss":
+            stop |= loss_v < objective.stop_value
+        elif objective.stop_rule == "prob":
+            stop |= prob >= objective.stop_value
+        active &= ~stop
+        if not active.any() or step == objective.steps - 1:
             break
-        if objective.stop_rule == "prob" and prob >= objective.stop_value:
-            break
-        if step == objective.steps - 1:
-            break
+        frozen = {k: v.detach()[~active].clone() for k, v in deltas.items()}
         opt.zero_grad()
-        loss.backward()
+        (loss * active).sum().backward()
         opt.step()
         with torch.no_grad():
             for d in objective.deltas:
-                limit = d.clamp * inits[d.name]["init"].float().norm()
-                norm = deltas[d.name].norm()
-                if norm > limit:
-                    deltas[d.name].mul_(limit / norm)
-    init = {k: v["init"].float() for k, v in inits.items()}
-    z = {k: (init[k] + deltas[k].detach()).clone() for k in deltas}
-    info.update({f"delta_norm_{k}": float(deltas[k].norm()) for k in deltas})
-    info.update({f"init_norm_{k}": float(init[k].norm()) for k in deltas})
-    return TargetResult(z=z, init=init, info=info)
+                v = deltas[d.name]
+                v[~active] = frozen[d.name]
+                limit = d.clamp * inits[d.name]["init"].float().norm(dim=1)
+                norm = v.norm(dim=1)
+                scale = torch.where(norm > limit, limit / norm.clamp_min(1e-12), torch.ones_like(norm))
+                v.mul_(scale[:, None])
+    out = []
+    for i in range(n_c):
+        init = {k: v["init"][i].float().clone() for k, v in inits.items()}
+        z = {k: (init[k] + deltas[k].detach()[i]).clone() for k in deltas}
+        info = dict(infos[i])
+        info.update({f"delta_norm_{k}": float(deltas[k].detach()[i].norm()) for k in deltas})
+        info.update({f"init_norm_{k}": float(init[k].norm()) for k in deltas})
+        out.append(TargetResult(z=z, init=init, info=info))
+    return out
 
 
 # ------------------------------------------------------------------ closed-form update

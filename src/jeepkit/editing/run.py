@@ -12,11 +12,24 @@ from torch import nn
 
 from ..data.schema import EditCase
 from ..errors import ConfigError
-from . import memit
-from .engine import apply_regions, memit_solve, optimise_targets
+from . import alphaedit, jeep, memit, pmet
+from .engine import Objective, Region, Solver, apply_regions, memit_solve, optimise_targets_batch
 from .targets import TargetCache, target_key
 
-METHODS: dict[str, ModuleType | None] = {"none": None, "memit": memit}
+METHODS: dict[str, ModuleType | None] = {"none": None, "memit": memit, "pmet": pmet, "alphaedit": alphaedit,
+                                         "jeep": jeep}
+
+
+def _register_optional() -> None:
+    """ROME and FT-WD live in their own modules (not objective + regions)."""
+    for name, modname in (("rome", "rome"), ("ft_wd", "ft_wd")):
+        try:
+            METHODS[name] = __import__(f"jeepkit.editing.{modname}", fromlist=[modname])
+        except ImportError:
+            pass
+
+
+_register_optional()
 
 
 def method_module(name: str) -> ModuleType | None:
@@ -41,17 +54,30 @@ def edit(model: nn.Module, tok, arch, cases: Sequence[EditCase], method: str, hp
     if hasattr(mod, "edit"):  # methods that are not objective + regions (ROME, FT-WD, ...)
         return mod.edit(model, tok, arch, cases, hp, cov=cov, prefixes=prefixes,
                         model_identity=model_identity, cache=cache)
-    cache = cache or TargetCache(None)
-    obj = mod.objective(hp)
+    return optimise_and_apply(model, tok, arch, cases, mod.objective(hp), mod.regions(hp), cov, prefixes,
+                              model_identity, cache, solver=getattr(mod, "solve", memit_solve), hp=hp, label=method,
+                              solver_kwargs=mod.solver_kwargs(hp) if hasattr(mod, "solver_kwargs") else None)
+
+
+def optimise_and_apply(model: nn.Module, tok, arch, cases: Sequence[EditCase], objective: Objective,
+                       regions: Sequence[Region], cov: Callable[[str], torch.Tensor], prefixes: Sequence[str],
+                       model_identity: dict[str, Any] | None, cache: TargetCache | None, *,
+                       solver: Solver = memit_solve, hp: dict[str, Any], label: str,
+                       solver_kwargs: dict[str, Any] | None = None) -> EditResult:
+    """The two engine calls every locate-then-edit method is made of: targets (cached), then regions.
+
+    `model_identity=None` disables the cache: for targets optimised on an already edited model.
+    """
+    cache = cache if (cache is not None and model_identity is not None) else TargetCache(None)
     t0 = time.time()
-    keys = [target_key(model_identity, c, obj, prefixes) for c in cases]
-    results = cache.get_or_compute(keys, lambda i: optimise_targets(model, tok, arch, cases[i], obj, prefixes),
-                                   desc=f"{method}: targets")
+    keys = [target_key(model_identity or {}, c, objective, prefixes) for c in cases]
+    results = cache.get_or_compute(
+        keys, lambda idx: optimise_targets_batch(model, tok, arch, [cases[i] for i in idx], objective, prefixes),
+        batch=int(hp.get("target_batch", 8)), desc=f"{label}: targets")
     t_targets = time.time() - t0
     targets = {name: torch.stack([r.z[name] for r in results]) for name in results[0].z}
-    solver = getattr(mod, "solve", memit_solve)
-    deltas, diag = apply_regions(model, tok, arch, cases, mod.regions(hp), targets, cov, prefixes, solver=solver,
-                                 grouping=hp.get("key_averaging", "grouped"))
+    deltas, diag = apply_regions(model, tok, arch, cases, regions, targets, cov, prefixes, solver=solver,
+                                 grouping=hp.get("key_averaging", "grouped"), solver_kwargs=solver_kwargs)
     info = {"target_seconds": round(t_targets, 2), "edit_seconds": round(time.time() - t0, 2),
             "target_cache_hits": cache.hits, "target_cache_misses": cache.misses,
             "mean_target_prob": sum(r.info.get("target_prob", 0) for r in results) / len(results),

@@ -60,16 +60,19 @@ class TargetCache:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"info": json.dumps(res.info)})
 
-    def get_or_compute(self, keys: Sequence[str], compute: Callable[[int], TargetResult],
-                       desc: str = "optimise targets") -> list[TargetResult]:
-        out = []
-        for i, key in enumerate(tqdm(keys, desc=desc)):
-            hit = self.get(key)
-            if hit is None:
-                self.misses += 1
-                hit = compute(i)
-                self.put(key, hit)
-            else:
-                self.hits += 1
-            out.append(hit)
-        return out
+    def get_or_compute(self, keys: Sequence[str], compute: Callable[[list[int]], list[TargetResult]],
+                       batch: int = 8, desc: str = "optimise targets") -> list[TargetResult]:
+        """Cached results where present; the rest computed `batch` requests at a time by `compute`."""
+        out: list[TargetResult | None] = [self.get(k) for k in keys]
+        todo = [i for i, r in enumerate(out) if r is None]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        bar = tqdm(total=len(todo), desc=desc, disable=not todo)
+        for b in range(0, len(todo), batch):
+            idx = todo[b:b + batch]
+            for i, res in zip(idx, compute(idx)):
+                self.put(keys[i], res)
+                out[i] = res
+            bar.update(len(idx))
+        bar.close()
+        return out  # type: ignore[return-value]

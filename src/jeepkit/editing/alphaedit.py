@@ -1,0 +1,51 @@
+"""AlphaEdit (Fang et al. 2025), spec §5: MEMIT's targets and keys, a null-space-projected solve.
+
+The update is confined to the null space of the preserved keys: P = Û Ûᵀ with Û the eigenvectors of
+C = E[kkᵀ] whose eigenvalues are below `nullspace_threshold`, and
+ΔW = R Kᵀ P (K Kᵀ P + α I)⁻¹ (no λC term; in the independent-batch protocol the sequential term C_p = 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import memit
+from .engine import Objective, Region
+
+
+def objective(hp: dict[str, Any]) -> Objective:
+    return memit.objective(hp)
+
+
+def regions(hp: dict[str, Any]) -> list[Region]:
+    return memit.regions(hp)
+
+
+def null_space_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = Û Ûᵀ over the eigenvectors of the (symmetric PSD) C with eigenvalue < threshold."""
+    evals, evecs = torch.linalg.eigh(C.to(torch.float64))
+    U = evecs[:, evals < threshold]
+    return U @ U.T
+
+
+def solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, *, nullspace_threshold: float = 2e-2,
+          l2: float = 10.0, projector_cache: dict | None = None, module: str = "", **_: Any) -> torch.Tensor:
+    """ΔW = (solve(P KKᵀ + αI, P K Rᵀ))ᵀ; λ is unused (the projection replaces the covariance term)."""
+    key = (module, nullspace_threshold, C.shape[0])
+    if projector_cache is not None and key in projector_cache:
+        P = projector_cache[key]
+    else:
+        P = null_space_projector(C, nullspace_threshold)
+        if projector_cache is not None:
+            projector_cache[key] = P
+    K = K.to(torch.float64)
+    R = R.to(torch.float64)
+    A = P @ (K @ K.T) + l2 * torch.eye(K.shape[0], dtype=torch.float64)
+    return torch.linalg.solve(A, P @ K @ R.T).T
+
+
+def solver_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
+    return {"nullspace_threshold": hp.get("nullspace_threshold", 2e-2), "l2": hp.get("l2", 10.0),
+            "projector_cache": {}}

@@ -1,0 +1,54 @@
+"""Delta artifacts: the exact weight changes an edit applied, re-appliable to the original model.
+
+Keys are module names (ΔW of that module's weight) or full parameter names (FT-WD trains biases and
+norms too). The request list and model identity travel in the safetensors metadata, so an edit can
+be audited or re-applied without re-running it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import InputError
+from ..io import atomic_path
+
+
+def parameter(model: nn.Module, name: str) -> torch.Tensor:
+    """The tensor a delta key refers to: a parameter by full name, else the module's weight."""
+    try:
+        return model.get_parameter(name)
+    except AttributeError:
+        return model.get_submodule(name).weight
+
+
+def save_deltas(path: str | Path, deltas: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to(torch.float32).contiguous() for k, v in deltas.items()}, str(tmp),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
+
+
+def load_deltas(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("delta file does not exist", file=str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, meta
+
+
+@torch.no_grad()
+def apply_deltas(model: nn.Module, deltas: dict[str, torch.Tensor]) -> None:
+    """W ← W + ΔW in the model's dtype, the same operation the editors perform."""
+    for name, d in deltas.items():
+        p = parameter(model, name)
+        if p.shape != d.shape:
+            raise InputError(f"delta shape {tuple(d.shape)} does not match parameter {tuple(p.shape)}", field=name)
+        p.add_(d.to(p.dtype))

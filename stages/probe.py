@@ -1,0 +1,13 @@
+"""DVC stage: logit-lens probe of the unedited model (data/probe/<model key>/<dataset>/arrays.npz + arrays.json)."""
+import argparse
+
+from jeepkit.pipeline import stage_main
+from jeepkit.probe import run_probe_stage
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", default=None, help="dataset name (default: params probe.dataset)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default=None, help="output directory (default: data/probe/<model key>/<dataset>)")
+    a = ap.parse_args()
+    stage_main(run_probe_stage)(a.dataset, a.params, a.out)
