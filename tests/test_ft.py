@@ -127,12 +127,22 @@ def test_power_law_flag_sets_adam_weight_decay(tiny_llama, monkeypatch):
 def test_loss_threshold_skips_batches(tiny_model):
     model, tok, arch = tiny_model
     losses = [case_loss(model, tok, c) for c in CASES]
-    lo, hi = sorted(losses)[:2]
-    thr = (lo + hi) / 2  # exactly one case is below the threshold at the start
+    order = sorted(range(3), key=losses.__getitem__)
+    lo, hi = losses[order[0]], losses[order[2]]
+    thr = (lo + hi) / 2
+    # the low-loss case first: it is skipped, so the high-loss one is also scored on the unchanged model
+    two = [CASES[order[0]], CASES[order[2]]]
     m = copy.deepcopy(model)
-    res = ft_wd.edit(m, tok, arch, CASES, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": thr})
+    res = ft_wd.edit(m, tok, arch, two, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": thr})
     assert res.info["batches_skipped"] == [1]
-    assert res.info["epoch_losses"][0] == pytest.approx(sum(losses) / 3, rel=1e-3)  # first batch is unchanged
+    assert res.info["epoch_losses"][0] == pytest.approx((lo + hi) / 2, rel=1e-4)
+    assert res.deltas  # the second batch was trained
+    # the same with the threshold below both: no skip, and a different result
+    m2 = copy.deepcopy(model)
+    res2 = ft_wd.edit(m2, tok, arch, two, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": 0.0})
+    assert res2.info["batches_skipped"] == [0]
+    n = next(iter(res.deltas))
+    assert (res2.deltas[n] - res.deltas[n]).abs().max() > 1e-6
     # above every loss: all batches skipped, nothing changes, training stops after one epoch
     m = copy.deepcopy(model)
     before = snapshot(m)

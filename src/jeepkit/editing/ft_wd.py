@@ -155,7 +155,7 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
                 break
     finally:
         for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
+            pass
             if name in params:
                 p.grad = None
     deltas = {}
