@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import tiny
 from jeepkit.data.schema import EditCase, LocalityPrompt, save_cases
 from jeepkit.probe import (BASE_QUANTITIES, POSITIONS, aggregate, configured_layers, format_recommendation,
                            load_probe, probe_records, recommend_layers, run_probe_stage, save_probe)
@@ -364,3 +363,14 @@ def test_notebook_runs_on_synthetic_arrays(tmp_path, name, figure):
     for ext in ("png", "pdf"):
         f = figures / f"{figure}.{ext}"
         assert f.exists() and f.stat().st_size > 1000
+
+
+def test_strict_ranks_and_rank_sum_with_ties():
+    from jeepkit.probe import _rank_sum, _strict_ranks
+
+    logits = torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 1.0]], dtype=torch.float64)
+    hand = [int((logits[0] > logits[0, t]).sum()) for t in range(6)]  # [0, 3, 0, 2, 3, 3]
+    srt = torch.sort(logits, -1).values
+    assert _strict_ranks(logits, srt, list(range(6)))[0].tolist() == hand
+    assert _strict_ranks(logits, None, list(range(6)))[0].tolist() == hand
+    assert float(_rank_sum(srt)[0]) == sum(hand)

@@ -5,7 +5,6 @@ Manual references read activations with plain `register_forward_hook` on single,
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import tiny
 from jeepkit.data.schema import EditCase
-from jeepkit.editing import engine, rome
+from jeepkit.editing import rome
 from jeepkit.errors import ConfigError
 from jeepkit.stats import accumulate_second_moments
 from jeepkit.tokens import locate_template

@@ -119,15 +119,12 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
     cov = CovarianceStore(p["stats"], corpus_spec(params), ident)
     cache = TargetCache(p["targets"])
     prefixes = sample_prefixes(model, tok, seed) if method != "none" else []
-    originals: dict[str, torch.Tensor] = {}
     per_case: list[dict[str, Any]] = []
     timing = {"target_seconds": 0.0, "edit_seconds": 0.0, "eval_seconds": 0.0}
     infos, delta_files = [], {}
     for c0 in range(0, n_edits, batch):
         chunk = cases[c0:c0 + batch]
         res = edit(model, tok, arch, chunk, method, hp, cov.get, prefixes, ident, cache=cache)
-        for name in res.deltas:
-            originals.setdefault(name, parameter(model, name).detach().clone())
         t0 = time.time()
         per_case += evaluate_cases(model, tok, chunk, batch_size=int(e.get("eval_batch_size", 32)))
         timing["eval_seconds"] += time.time() - t0
@@ -137,9 +134,10 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
         if res.deltas:
             delta_files[f"delta_chunk{c0 // batch}.safetensors"] = ({k: v.contiguous() for k, v in res.deltas.items()},
                                                                      [c.case_id for c in chunk])
-        with torch.no_grad():  # chunks are independent: restore before the next one
-            for name, w in originals.items():
-                parameter(model, name).copy_(w)
+        with torch.no_grad():  # chunks are independent: restore (deltas are the exact applied differences)
+            for name, d in res.deltas.items():
+                w = parameter(model, name)
+                w.copy_((w.float() - d).to(w.dtype))
     kind = cases[0].kind
     summary = summarise(per_case, kind)
     run_dir = p["runs"] / method / dataset

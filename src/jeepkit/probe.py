@@ -84,6 +84,62 @@ def lens_logits(h: torch.Tensor, lm_head: nn.Module, final_norm: nn.Module | Non
     return lm_head(h).double()
 
 
+def _strict_ranks(logits: torch.Tensor, sorted_flat: torch.Tensor | None, token_ids: list[int]) -> torch.Tensor:
+    """(..., len(token_ids)): how many tokens have a strictly larger logit (rank 0 = most probable)."""
+    idx = torch.tensor(token_ids, dtype=torch.long, device=logits.device)
+    vals = logits[..., idx]
+    if sorted_flat is None:  # few tokens: compare directly, no sort needed
+        return (logits.unsqueeze(-2) > vals.unsqueeze(-1)).sum(-1)
+    vocab = logits.shape[-1]
+    below_or_equal = torch.searchsorted(sorted_flat, vals.reshape(-1, len(token_ids)).contiguous(), right=True)
+    return (vocab - below_or_equal).reshape(vals.shape)
+
+
+def _rank_sum(sorted_flat: torch.Tensor) -> torch.Tensor:
+    """Per row, the sum over the whole vocabulary of the strict ranks.
+
+    Without ties it is V(V-1)/2; each group of g equal logits lowers it by g(g-1)/2 (they share the best
+    rank), i.e. by the number of equal pairs, counted on the sorted row without a second search.
+    """
+    vocab = sorted_flat.shape[-1]
+    no_ties = vocab * (vocab - 1) // 2
+    starts = torch.ones_like(sorted_flat, dtype=torch.bool)
+    starts[:, 1:] = sorted_flat[:, 1:] != sorted_flat[:, :-1]
+    if bool(starts.all()):
+        return torch.full(sorted_flat.shape[:1], float(no_ties), dtype=torch.float64, device=sorted_flat.device)
+    pos = torch.arange(vocab, device=sorted_flat.device).expand_as(sorted_flat)
+    first = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=-1).values
+    equal_pairs = (pos - first).sum(-1)
+    return (no_ties - equal_pairs).double()
+
+
+def _lens_stats(logits: torch.Tensor, t_orig: int, t_new: int,
+                sets: dict[str, list[int]] | None) -> dict[str, np.ndarray]:
+    """Ranks, probabilities and word-set statistics from lens logits (n_entries, 2, V) of one record."""
+    vocab = logits.shape[-1]
+    probs = torch.softmax(logits, dim=-1)
+    sorted_flat = None if sets is None else torch.sort(logits.reshape(-1, vocab), dim=-1).values
+    ro, rt = _strict_ranks(logits, sorted_flat, [t_orig, t_new]).unbind(-1)
+    res = {"rank_orig": ro, "rank_target": rt, "prob_orig": probs[..., t_orig], "prob_target": probs[..., t_new]}
+    if sets is not None:
+        mass_taken, rank_taken, n_taken = probs[..., t_orig].clone(), ro.double(), 1
+        for name in EXPLICIT_SETS:
+            members = [t for t in sets[name] if t < vocab]
+            res[f"size_{name}"] = np.int64(len(members))
+            if not members:  # an empty set: no mass, undefined mean rank (the arrays' NaN stays)
+                continue
+            m = probs[..., members].sum(-1)
+            rk = _strict_ranks(logits, sorted_flat, members).double()
+            res[f"mass_{name}"], res[f"meanrank_{name}"] = m, rk.mean(-1)
+            mass_taken, rank_taken, n_taken = mass_taken + m, rank_taken + rk.sum(-1), n_taken + len(members)
+        # unrelated = the complement: mass 1 - the rest, mean rank from the total rank sum
+        total = _rank_sum(sorted_flat).reshape(ro.shape)
+        res["size_unrelated"] = np.int64(vocab - n_taken)
+        res["mass_unrelated"] = (1.0 - mass_taken).clamp_min(0.0)
+        res["meanrank_unrelated"] = (total - rank_taken) / max(vocab - n_taken, 1)
+    return {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in res.items()}
+
+
 @torch.no_grad()
 def probe_records(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], *, apply_final_norm: bool = False,
                   wordsets: WordSets | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, np.ndarray]:
@@ -129,52 +185,15 @@ def probe_records(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
         states = torch.stack([store["embed"]] + [store[f"L{i}"] for i in range(arch.n_layers)], dim=1)
         for j, (p_ids, subj, last, t_orig, t_new) in enumerate(chunk):
             r = b0 + j
-            h = states[j][:, [subj, last], :]  # (n_entries, 2, d)
-            logits = lens_logits(h, lm_head, norm)  # (n_entries, 2, V) float64
-            logp = torch.log_softmax(logits, dim=-1)
-            probs = logp.exp()
-            srt = torch.sort(logits, dim=-1).values
-            vocab = logits.shape[-1]
-            flat_sorted = srt.reshape(-1, vocab)
-
-            def ranks(token_ids: list[int]) -> torch.Tensor:
-                """(n_entries, 2, len(token_ids)): number of tokens with a strictly larger logit."""
-                idx = torch.tensor(token_ids, dtype=torch.long, device=logits.device)
-                vals = logits[..., idx].reshape(-1, len(token_ids)).contiguous()
-                above = vocab - torch.searchsorted(flat_sorted, vals, right=True)
-                return above.reshape(n_entries, 2, len(token_ids))
-
-            ro, rt = ranks([t_orig, t_new]).unbind(-1)
-            out["rank_orig"][r], out["rank_target"][r] = ro.cpu().numpy(), rt.cpu().numpy()
-            out["prob_orig"][r] = probs[..., t_orig].cpu().numpy()
-            out["prob_target"][r] = probs[..., t_new].cpu().numpy()
+            if wordsets is not None and wordsets.orig[r] != t_orig:
+                raise InputError("word sets disagree with the probe on the original answer token",
+                                 record=cases[r].case_id)
+            logits = lens_logits(states[j][:, [subj, last], :], lm_head, norm)  # (n_entries, 2, V) float64
+            sets = None if wordsets is None else {s: wordsets.sets[s][r] for s in EXPLICIT_SETS}
+            for key, val in _lens_stats(logits, t_orig, t_new, sets).items():
+                out[key][r] = val
             out["token_orig"][r], out["token_target"][r] = t_orig, t_new
             out["subject_last"][r], out["prompt_last"][r], out["n_tokens"][r] = subj, last, len(p_ids)
-            if wordsets is not None:
-                if wordsets.orig[r] != t_orig:
-                    raise InputError("word sets disagree with the probe on the original answer token",
-                                     record=cases[r].case_id)
-                mass_taken = probs[..., t_orig].clone()
-                rank_taken = ro.double().clone()
-                n_taken = 1
-                for s in EXPLICIT_SETS:
-                    members = [t for t in wordsets.sets[s][r] if t < vocab]
-                    out[f"size_{s}"][r] = len(members)
-                    if members:
-                        idx = torch.tensor(members, dtype=torch.long, device=logits.device)
-                        m = probs[..., idx].sum(-1)
-                        rk = ranks(members).double()
-                        out[f"mass_{s}"][r] = m.cpu().numpy()
-                        out[f"meanrank_{s}"][r] = rk.mean(-1).cpu().numpy()
-                        mass_taken += m
-                        rank_taken += rk.sum(-1)
-                        n_taken += len(members)
-                # unrelated = the complement: mass 1 - the rest; mean rank from the total rank sum
-                all_ranks_sum = (vocab - torch.searchsorted(flat_sorted, logits.reshape(-1, vocab).contiguous(),
-                                                            right=True)).double().sum(-1).reshape(n_entries, 2)
-                out["size_unrelated"][r] = vocab - n_taken
-                out["mass_unrelated"][r] = (1.0 - mass_taken).clamp_min(0.0).cpu().numpy()
-                out["meanrank_unrelated"][r] = ((all_ranks_sum - rank_taken) / max(vocab - n_taken, 1)).cpu().numpy()
         bar.update(len(chunk))
         del store, states
     bar.close()

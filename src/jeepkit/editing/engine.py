@@ -94,6 +94,12 @@ class Objective:
     stop_value: float = 0.05
     nll_schedule: str = "constant"  # "pmet": φ drops to 0.1 once every target token is the argmax
 
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1 (one forward pass records the anchors), got {self.steps}")
+        if self.stop_rule not in ("loss", "prob"):
+            raise ConfigError(f"unknown stop rule {self.stop_rule!r}; expected loss or prob")
+
     def describe(self) -> dict[str, Any]:
         return {"deltas": [d.__dict__ for d in self.deltas], "lr": self.lr, "steps": self.steps,
                 "kl_factor": self.kl_factor, "stop_rule": self.stop_rule, "stop_value": self.stop_value,
@@ -333,7 +339,9 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
             if not torch.isfinite(dW).all():
                 raise OptimisationError(f"non-finite weight update at {key_module}")
             with torch.no_grad():
+                before = W.detach().float()
                 W.add_(dW.to(W.dtype))
-            deltas[key_module] = deltas.get(key_module, 0) + dW.to(torch.float32)
+                applied = W.detach().float() - before  # exact even for fp16 weights: what was really applied
+            deltas[key_module] = deltas.get(key_module, 0) + applied
             diag[f"{region.name}/{layer}/residual_norm"] = float(T.norm(dim=0).mean())
     return deltas, diag

@@ -155,7 +155,7 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
                 break
     finally:
         for name, p in model.named_parameters():
-            pass
+            p.requires_grad_(flags[name])
             if name in params:
                 p.grad = None
     deltas = {}

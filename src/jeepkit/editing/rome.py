@@ -38,7 +38,6 @@ even for fp16 weights (where each rank-one update is rounded when added).
 
 from __future__ import annotations
 
-import math
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -169,6 +168,10 @@ class RomeUpdate:
     def delta(self) -> torch.Tensor:
         return torch.outer(self.right, self.u)
 
+    def light(self) -> "RomeUpdate":
+        """A copy without the vectors (10k LLaMA requests would otherwise hold ~2 GB)."""
+        return RomeUpdate(self.case_id, self.module, *([None] * 6), info=self.info)  # type: ignore[arg-type]
+
 
 def request_update(model: nn.Module, tok, arch: Arch, case: EditCase, hp: dict[str, Any],
                    prefixes: Sequence[str], c_inv: torch.Tensor) -> RomeUpdate:
@@ -195,9 +198,12 @@ def request_update(model: nn.Module, tok, arch: Arch, case: EditCase, hp: dict[s
 
 
 def apply_sequential(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[str, Any],
-                     prefixes: Sequence[str], c_inv: torch.Tensor
+                     prefixes: Sequence[str], c_inv: torch.Tensor, keep_vectors: bool = True
                      ) -> tuple[dict[str, torch.Tensor], list[RomeUpdate]]:
-    """Compute and apply each request's update in order, in place; return (applied ΔW, per-request updates)."""
+    """Compute and apply each request's update in order, in place; return (applied ΔW, per-request updates).
+
+    With keep_vectors=False the returned updates carry only their info (see `RomeUpdate.light`).
+    """
     hp = resolve_hp(hp, arch)
     module = arch.name("mlp_out", hp["layer"])
     W = get_module(model, module).weight
@@ -207,7 +213,7 @@ def apply_sequential(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase
         upd = request_update(model, tok, arch, case, hp, prefixes, c_inv)
         with torch.no_grad():
             W.add_(upd.delta.to(W.dtype))
-        updates.append(upd)
+        updates.append(upd if keep_vectors else upd.light())
     deltas = {module: (W.detach().float() - before.float())} if updates else {}
     return deltas, updates
 
@@ -224,17 +230,17 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
     templates = rome_prefixes(model, tok, hp, seed)
     t_templates = time.time() - t0
     c_inv = inverse_cov(cov, arch.name("mlp_out", hp["layer"]))
-    deltas, updates = apply_sequential(model, tok, arch, cases, hp, templates, c_inv)
-    n = max(len(updates), 1)
+    deltas, updates = apply_sequential(model, tok, arch, cases, hp, templates, c_inv, keep_vectors=False)
 
-    def mean(key: str) -> float:
-        vals = [u.info.get(key, math.nan) for u in updates]
-        return sum(vals) / n if vals else math.nan
+    def mean(key: str) -> float | None:
+        vals = [u.info[key] for u in updates if key in u.info]
+        return sum(vals) / len(vals) if vals else None
 
     info = {"edit_seconds": round(time.time() - t0, 2), "template_seconds": round(t_templates, 2),
-            "target_seconds": round(sum(u.info["target_seconds"] for u in updates), 2), "template_seed": seed, "n_templates": 1 + len(templates),
-            "templates": templates, "target_cache": "unused (sequential edits)",
-            "n_requests": len(updates), "mean_target_prob": mean("target_prob"),
-            "mean_opt_steps": mean("steps"), "mean_residual_norm": mean("residual_norm"),
-            "mean_right_norm": mean("right_norm"), "mean_k_dot_u": mean("k_dot_u")}
+            "target_seconds": round(sum(u.info["target_seconds"] for u in updates), 2),
+            "template_seed": seed, "n_templates": 1 + len(templates), "templates": templates,
+            "target_cache": "unused (sequential edits)", "n_requests": len(updates),
+            "mean_target_prob": mean("target_prob"), "mean_opt_steps": mean("steps"),
+            "mean_residual_norm": mean("residual_norm"), "mean_right_norm": mean("right_norm"),
+            "mean_k_dot_u": mean("k_dot_u")}
     return EditResult(deltas=deltas, info=info)
