@@ -339,7 +339,7 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
             if not torch.isfinite(dW).all():
                 raise OptimisationError(f"non-finite weight update at {key_module}")
             with torch.no_grad():
-                before = W.detach().float()
+                before = W.detach().float().clone()
                 W.add_(dW.to(W.dtype))
                 applied = W.detach().float() - before  # exact even for fp16 weights: what was really applied
             deltas[key_module] = deltas.get(key_module, 0) + applied
