@@ -1,12 +1,23 @@
-"""DVC stage: edit one dataset with one method and evaluate (data/runs/<method>/<dataset>, metrics/)."""
+"""DVC stage: edit one dataset with one method (optionally overridden hparams) and evaluate it.
+
+Writes data/runs/<group>/<run>/<dataset>/s<seed>/ (per-case results, requests, weight deltas) and
+metrics/<group>/<run>_<dataset>_s<seed>.json.
+"""
 import argparse
 
-from jeepkit.pipeline import edit_and_evaluate, stage_main
+from jeepkit.pipeline import edit_and_evaluate, parse_overrides, stage_main
+
+
+def main(a: argparse.Namespace) -> None:
+    edit_and_evaluate(a.method, a.dataset, a.params, group=a.group, seed=a.seed, overrides=parse_overrides(a.set))
+
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--method", required=True)
     ap.add_argument("--dataset", required=True)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--group", default="main", help="main | ablation | sweep: where metrics are filed")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a method hyperparameter")
     ap.add_argument("--params", default="params.yaml")
-    a = ap.parse_args()
-    stage_main(edit_and_evaluate)(a.method, a.dataset, a.params)
+    stage_main(main)(ap.parse_args())
