@@ -73,3 +73,48 @@ def test_memit_flips_real_counterfact_records(smol, real_cases, unedited_summary
     assert es1 >= es0 + 40.0
     assert summary["LS"]["mean"] >= unedited_summary["LS"]["mean"] - 25.0  # unrelated facts mostly stay
     assert set(res.deltas) == {f"model.layers.{l}.mlp.down_proj" for l in MEMIT_HP["layers"]}
+
+
+# ---------------------------------------------------------------- every method, every Table 4 variant
+
+def smol_hparams(method: str) -> dict:
+    """The hyperparameters the pipeline uses for SmolLM2 on CounterFact (params.yaml)."""
+    from jeepkit.params import load_params, method_hparams
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["model"]["key"] = "smollm2"
+    return method_hparams(params, method, "counterfact")
+
+
+@pytest.fixture(scope="session")
+def few_cases(real_cases):
+    return real_cases[:8]
+
+
+@pytest.fixture(scope="session")
+def few_unedited(smol, few_cases):
+    model, tok, *_ = smol
+    return summarise(evaluate_cases(model, tok, few_cases, progress=False), "counterfact")
+
+
+@pytest.mark.parametrize("method", ["ft_wd", "rome", "pmet", "alphaedit", "jeep"])
+def test_method_raises_efficacy(smol, few_cases, few_unedited, method):
+    summary, res = run_method(smol, few_cases, method, smol_hparams(method))
+    es0, es1 = few_unedited["ES"]["mean"], summary["ES"]["mean"]
+    print(f"{method}: ES {es0:.1f} -> {es1:.1f}, GS {summary['GS']['mean']:.1f}, LS {summary['LS']['mean']:.1f}")
+    assert es1 >= es0 + 35.0
+    assert res.deltas
+
+
+@pytest.mark.parametrize("variant", ["wo_low", "wo_high", "wo_step2", "wo_step3", "separate", "even_spread",
+                                     "mhsa_step3"])
+def test_every_table4_variant_runs(smol, few_cases, variant):
+    model, tok, arch, *_ = smol
+    summary, res = run_method(smol, few_cases[:4], "jeep", {**smol_hparams("jeep"), "variant": variant})
+    low = {arch.name("mlp_out", l) for l in smol_hparams("jeep")["layers_low"]}
+    high_role = "attn_out" if variant == "mhsa_step3" else "mlp_out"
+    high = {arch.name(high_role, l) for l in smol_hparams("jeep")["layers_high"]}
+    expected = {"wo_low": high, "wo_step2": high, "wo_high": low, "wo_step3": low}.get(variant, low | high)
+    assert set(res.deltas) == expected
+    for s in ("ES", "GS", "LS"):
+        assert summary[s]["mean"] is not None

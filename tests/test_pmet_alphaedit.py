@@ -455,6 +455,7 @@ def test_alphaedit_solve():
     g = torch.Generator().manual_seed(2)
     K = torch.randn(d_k, n, generator=g, dtype=torch.float64)
     R = torch.randn(d, n, generator=g, dtype=torch.float64)
+    K, R = K.float().double(), R.float().double()  # exactly representable in float32 too
     dW = alphaedit.solve(C, K.float(), R.float(), 123.0, nullspace_threshold=1e-4, l2=10.0)
     assert dW.shape == (d, d_k)
     # preserved keys are mapped to (almost) nothing, the new keys are not
@@ -553,45 +554,63 @@ def test_saved_deltas_reproduce_edited_weights(tiny_model, covariances, syntheti
     assert changed == len(res.deltas)
 
 
-# Just above the midpoint between two adjacent bfloat16 numbers (4 and 4 + 2⁻⁵): rounded straight from float64 it
-# goes up; through float32 it first lands exactly on the midpoint and then rounds (to even) down.
-_HALFWAY_PLUS = 4.0 * (1 + 2.0 ** -8 + 2.0 ** -40)
+# A weight and a float64 update whose sum is a tie in bfloat16: W0 + D = 0.0313720703125 rounds (to even) to
+# W1 = 0.03125, so the change really applied is W1 − W0 = 0.0494384765625, itself a bfloat16 tie.
+_W0, _D = -0.0181884765625, 0.049560546875
 
 
-def _constant_solver(C, K, R, lam, **_):
-    return torch.full((R.shape[0], K.shape[0]), _HALFWAY_PLUS, dtype=torch.float64)
-
-
-def _apply_constant_update(model, tok, arch):
-    region = Region("r", (1,), target="main", key_position="subject_last", cur_role="layer", cur_layer=1, lam=1.0)
-    z = torch.zeros(1, arch.hidden_size)
-    return apply_regions(model, tok, arch, [CASE], [region], {"main": z}, lambda _n: None, [],
-                         solver=_constant_solver, progress=False)[0]
-
-
-def test_returned_delta_is_the_applied_change_float32(tiny_gptj):
-    model, tok, arch = tiny_gptj
-    edited = copy.deepcopy(model)
-    deltas = _apply_constant_update(edited, tok, arch)
-    fresh = copy.deepcopy(model)
+def _constant_edit(model, tok, arch, dtype):
+    """(original, edited, deltas): mlp_out of layer 1 set to _W0 everywhere, then one region whose solver returns
+    the constant update _D (through the real apply_regions)."""
+    original = copy.deepcopy(model).to(dtype)
     name = arch.name("mlp_out", 1)
     with torch.no_grad():
-        fresh.get_submodule(name).weight.add_(deltas[name].to(torch.float32))
-    assert torch.equal(fresh.get_submodule(name).weight, edited.get_submodule(name).weight)
+        original.get_submodule(name).weight.fill_(_W0)
+    edited = copy.deepcopy(original)
+
+    def solver(C, K, R, lam, **_):
+        return torch.full((R.shape[0], K.shape[0]), _D, dtype=torch.float64)
+
+    region = Region("r", (1,), target="main", key_position="subject_last", cur_role="layer", cur_layer=1, lam=1.0)
+    deltas, _ = apply_regions(edited, tok, arch, [CASE], [region], {"main": torch.zeros(1, arch.hidden_size)},
+                              lambda _n: None, [], solver=solver, progress=False)
+    return original, edited, deltas
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_returned_delta_is_the_applied_change(tiny_gptj, dtype):
+    """The returned float32 ΔW is exactly W_after − W_before, also when the weights are bfloat16."""
+    model, tok, arch = tiny_gptj
+    original, edited, deltas = _constant_edit(model, tok, arch, dtype)
+    name = arch.name("mlp_out", 1)
+    (key,) = deltas
+    assert key == name and deltas[name].dtype == torch.float32
+    W0, W1 = original.get_submodule(name).weight, edited.get_submodule(name).weight
+    assert W1.dtype == dtype and (W1 != W0).all()
+    assert torch.equal(W0.float() + deltas[name], W1.float())
+
+
+def _reapply(original, deltas):
+    from jeepkit.editing.deltas import apply_deltas  # the pipeline's re-application: W.add_(dW.to(W.dtype))
+
+    fresh = copy.deepcopy(original)
+    apply_deltas(fresh, deltas)
+    return fresh
+
+
+def test_reapplied_delta_reproduces_float32_weights(tiny_gptj):
+    model, tok, arch = tiny_gptj
+    original, edited, deltas = _constant_edit(model, tok, arch, torch.float32)
+    name = arch.name("mlp_out", 1)
+    assert torch.equal(_reapply(original, deltas).get_submodule(name).weight, edited.get_submodule(name).weight)
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "engine.apply_regions applies dW.to(W.dtype) (float64 -> bf16, one rounding) but returns dW.to(float32); "
-    "re-applying the float32 delta rounds twice (float64 -> float32 -> bf16), so a bf16/fp16 model is not "
-    "reproduced bit-exactly (seen on a real tiny-GPT-J bf16 MEMIT edit: 1 of 16384 elements per layer)"))
-def test_returned_delta_is_the_applied_change_bfloat16(tiny_gptj):
+    "src/jeepkit/editing/deltas.py apply_deltas: p.add_(d.to(p.dtype)) rounds the exact float32 difference to "
+    "bf16/fp16 before adding, so W0 + round(W1 - W0) != W1 (here -0.0181884765625 + 0.0494384765625 -> "
+    "0.0311279296875, expected 0.03125); p.add_(d) (float32 operand, one rounding) would be exact"))
+def test_reapplied_delta_reproduces_bfloat16_weights(tiny_gptj):
     model, tok, arch = tiny_gptj
-    model = copy.deepcopy(model).to(torch.bfloat16)
-    edited = copy.deepcopy(model)
-    deltas = _apply_constant_update(edited, tok, arch)
-    fresh = copy.deepcopy(model)
+    original, edited, deltas = _constant_edit(model, tok, arch, torch.bfloat16)
     name = arch.name("mlp_out", 1)
-    with torch.no_grad():
-        W = fresh.get_submodule(name).weight
-        W.add_(deltas[name].to(W.dtype))  # what jeepkit.editing.deltas.apply_deltas does
-    assert torch.equal(fresh.get_submodule(name).weight, edited.get_submodule(name).weight)
+    assert torch.equal(_reapply(original, deltas).get_submodule(name).weight, edited.get_submodule(name).weight)
