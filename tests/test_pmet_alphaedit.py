@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tiny
+from jeepkit.errors import ConfigError
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import alphaedit, engine, pmet
 from jeepkit.editing import run as run_mod
@@ -605,12 +606,18 @@ def test_reapplied_delta_reproduces_float32_weights(tiny_gptj):
     assert torch.equal(_reapply(original, deltas).get_submodule(name).weight, edited.get_submodule(name).weight)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/jeepkit/editing/deltas.py apply_deltas: p.add_(d.to(p.dtype)) rounds the exact float32 difference to "
-    "bf16/fp16 before adding, so W0 + round(W1 - W0) != W1 (here -0.0181884765625 + 0.0494384765625 -> "
-    "0.0311279296875, expected 0.03125); p.add_(d) (float32 operand, one rounding) would be exact"))
 def test_reapplied_delta_reproduces_bfloat16_weights(tiny_gptj):
     model, tok, arch = tiny_gptj
     original, edited, deltas = _constant_edit(model, tok, arch, torch.bfloat16)
     name = arch.name("mlp_out", 1)
     assert torch.equal(_reapply(original, deltas).get_submodule(name).weight, edited.get_submodule(name).weight)
+
+
+def test_overlapping_jeep_regions_rejected(tiny_model, covariances):
+    """A matrix edited by both regions could not be saved as one exactly re-appliable delta."""
+    model, tok, arch = tiny_model
+    edited = copy.deepcopy(model)
+    hp = dict(ARTIFACT_RUNS["jeep"], layers_low=[0, 1], layers_high=[1, 2])
+    with pytest.raises(ConfigError, match="overlap"):
+        edit(edited, tok, arch, [CASE], "jeep", hp, cov=covariances.__getitem__, prefixes=PREFIXES,
+             model_identity=identity(arch))

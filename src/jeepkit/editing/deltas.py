@@ -46,9 +46,9 @@ def load_deltas(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 @torch.no_grad()
 def apply_deltas(model: nn.Module, deltas: dict[str, torch.Tensor]) -> None:
-    """W ← W + ΔW in the model's dtype, the same operation the editors perform."""
+    """W ← W + ΔW with the float32 delta (one rounding), which reproduces the edited weights exactly."""
     for name, d in deltas.items():
         p = parameter(model, name)
         if p.shape != d.shape:
             raise InputError(f"delta shape {tuple(d.shape)} does not match parameter {tuple(p.shape)}", field=name)
-        p.add_(d.to(p.dtype))
+        p.add_(d.to(p.device))

@@ -322,7 +322,7 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
     targets[name] is (n × d), row j for cases[j]. Each layer sees the weights already changed by
     the layers (and regions) before it, as in the reference code.
     """
-    deltas: dict[str, torch.Tensor] = {}
+    initial: dict[str, torch.Tensor] = {}
     diag: dict[str, Any] = {}
     for region in regions:
         Z = targets[region.target].T.to(torch.float64)  # d × n
@@ -339,9 +339,9 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
             if not torch.isfinite(dW).all():
                 raise OptimisationError(f"non-finite weight update at {key_module}")
             with torch.no_grad():
-                before = W.detach().float().clone()
+                initial.setdefault(key_module, W.detach().float().clone())
                 W.add_(dW.to(W.dtype))
-                applied = W.detach().float() - before  # exact even for fp16 weights: what was really applied
-            deltas[key_module] = deltas.get(key_module, 0) + applied
             diag[f"{region.name}/{layer}/residual_norm"] = float(T.norm(dim=0).mean())
+    # What was really applied (exact for fp16/bf16 weights, and for a module two regions both edit).
+    deltas = {name: get_module(model, name).weight.detach().float() - w0 for name, w0 in initial.items()}
     return deltas, diag

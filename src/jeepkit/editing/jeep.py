@@ -102,6 +102,10 @@ def region_high(hp: dict[str, Any], sw: dict[str, Any]) -> Region:
 
 def regions(hp: dict[str, Any]) -> list[Region]:
     sw = switches(hp)
+    shared = set(hp["layers_low"]) & set(hp["layers_high"])
+    if shared and sw["update_low"] and sw["update_high"] and sw["high_target_module"] == "mlp":
+        # Two rounded additions to one matrix could not be stored as one exactly re-appliable delta.
+        raise ConfigError(f"jeep: layers_low and layers_high overlap at {sorted(shared)}; use disjoint regions")
     out = []
     if sw["update_low"]:
         out.append(region_low(hp, sw))
