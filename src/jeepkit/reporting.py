@@ -86,7 +86,7 @@ _PAPER: Mapping[tuple[str, str], tuple[tuple[str, tuple[float, ...]], ...]] = Ma
 _PAPER_SCALE = "10,000 edits in one batch, averaged over 3 seeds (paper §5.2-5.3)"
 
 RUN_COLUMNS = (
-    "method", "dataset", "kind", "model", "model_id", "data_source", "n_cases", "n_edits", "batch_size", "seed",
+    "method", "name", "dataset", "kind", "model", "model_id", "data_source", "n_cases", "n_edits", "batch_size", "seed",
     *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95", "n")),
     "interval", *TIMING_FIELDS, "file",
 )
@@ -146,6 +146,8 @@ def _run_row(obj: Any, file: str) -> dict[str, Any]:
         "model": _str(obj, "model.key", file), "data_source": _str(obj, "data.source", file),
         "n_edits": _int(obj, "n_edits", file, minimum=1), "seed": _int(obj, "seed", file),
     }
+    # `name` tells variants of one method apart (ablations, sweeps); plain runs are named by their method.
+    row["name"] = _str(obj, "name", file) if "name" in obj else row["method"]
     model_id = _get(obj, "model", file).get("id")
     row["model_id"] = model_id if isinstance(model_id, str) else ""
     data = _get(obj, "data", file)
@@ -177,7 +179,7 @@ def load_metrics(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], 
     """One row per run from a metrics directory (files matching `pattern`), one file, or a list of files.
 
     Malformed files raise InputError naming the file and the field. Two files describing the same run
-    (method, dataset, model, n_edits, seed) also raise: one of them is stale and would be double counted.
+    (name, dataset, model, n_edits, seed) also raise: one of them is stale and would be double counted.
     An existing but empty directory gives an empty frame with the usual columns.
     """
     if isinstance(paths_or_dir, (str, os.PathLike)):
@@ -192,7 +194,7 @@ def load_metrics(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], 
         files = [Path(f) for f in paths_or_dir]
     rows = [_run_row(read_json(f), str(f)) for f in files]
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    key = ["method", "dataset", "model", "n_edits", "seed"]
+    key = ["name", "dataset", "model", "n_edits", "seed"]
     dup = df[df.duplicated(key, keep=False)]
     if not dup.empty:
         first = dup.iloc[0]
@@ -233,9 +235,9 @@ def _select(df: pd.DataFrame, dataset: str, model: str | None, n_edits: int | No
         sub = sub[sub["n_edits"] == n_edits]
         if sub.empty:
             raise InputError(f"no {dataset!r} runs with n_edits={n_edits}", field="n_edits")
-    for method, g in sub.groupby("method"):
+    for name, g in sub.groupby("name"):
         if g["n_edits"].nunique() > 1:
-            raise InputError(f"{method} on {dataset!r} has runs at several scales "
+            raise InputError(f"{name} on {dataset!r} has runs at several scales "
                              f"{sorted(int(x) for x in g['n_edits'].unique())}; pass n_edits=", field="n_edits")
     return sub
 
@@ -260,16 +262,17 @@ def _combine_seeds(g: pd.DataFrame) -> dict[str, Any]:
 
 def aggregate_runs(df: pd.DataFrame, dataset: str, *, model: str | None = None,
                    n_edits: int | None = None) -> pd.DataFrame:
-    """Numeric per-method rows for one dataset (index: method key, paper order); see the module docstring."""
+    """Numeric per-method rows for one dataset (index: run name, i.e. the method key for plain runs, in the
+    paper's order); see the module docstring."""
     sub = _select(df, dataset, model, n_edits)
     rows = []
-    for method in _method_order(sub["method"]):
-        g = sub[sub["method"] == method]
+    for name in _method_order(sub["name"]):
+        g = sub[sub["name"] == name]
         first = g.iloc[0]
-        rows.append({"method": method, "label": method_label(method), "model": first["model"],
+        rows.append({"name": name, "method": first["method"], "label": method_label(name), "model": first["model"],
                      "model_id": first["model_id"], "data_source": ", ".join(sorted(g["data_source"].unique())),
                      "n_edits": int(first["n_edits"]), **_combine_seeds(g)})
-    return pd.DataFrame(rows).set_index("method")
+    return pd.DataFrame(rows).set_index("name")
 
 
 def format_cell(mean: float | None, ci95: float | None) -> str:

@@ -1,0 +1,112 @@
+"""Profiles (embedded / real-small / paper) and a dry run that checks a profile without loading weights.
+
+A profile is a set of `dvc exp run -S key=value` overrides over params.yaml (profiles/*.yaml). The dry
+run expands every stage the DAG would run (method × dataset × seed, ablations, sweep, scaling) and
+builds each method's objective and regions from the resolved hyperparameters, checking layer indices
+against the model's depth and the covariance layers the stats stage will compute.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .params import method_hparams, need
+
+# Depth of the models the paper used; other models give `model.n_layers` in params.
+KNOWN_DEPTH = {"smollm2": 30, "gptj": 28, "llama7b": 32}
+
+
+def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        cur = out
+        *head, last = dotted.split(".")
+        for h in head:
+            cur = cur.setdefault(h, {})
+        cur[last] = value
+    return out
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data.get("overrides"), dict):
+        raise ConfigError(f"{path}: a profile needs an 'overrides' mapping of dotted params keys")
+    return data
+
+
+def _layers_needed(method: str, hp: dict[str, Any]) -> list[tuple[str, int]]:
+    """(role, layer) pairs whose covariance a method needs."""
+    if method in ("memit", "pmet", "alphaedit"):
+        return [("mlp_out", l) for l in hp["layers"]]
+    if method == "jeep":
+        from .editing import jeep
+
+        return [(r.edit_role, l) for r in jeep.regions(hp) for l in r.layers]
+    if method == "rome":
+        return [("mlp_out", hp["layer"])]
+    return []
+
+
+def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every edit run the DAG contains, with its resolved hyperparameters."""
+    seeds = params.get("seeds", [params.get("seed", 0)])
+    runs = []
+    for ds in need(params, "data.datasets"):
+        for m in need(params, "edit.methods"):
+            for s in seeds:
+                runs.append({"stage": f"edit@{m}-{ds}-{s}", "method": m, "dataset": ds, "overrides": {}})
+    ab = params.get("ablation") or {}
+    for v in ab.get("variants", []):
+        for s in seeds:
+            runs.append({"stage": f"ablation@{v}-{s}", "method": "jeep", "dataset": ab["dataset"],
+                         "overrides": {"variant": v}})
+    sw = params.get("sweep") or {}
+    for c in sw.get("clamp_high", []):
+        for s in seeds:
+            runs.append({"stage": f"sweep@{c}-{s}", "method": "jeep", "dataset": sw["dataset"],
+                         "overrides": {"clamp_high": c, "clamp_low": 1.0}})
+    sc = params.get("scaling") or {}
+    for m in sc.get("methods", []):
+        for s in seeds:
+            runs.append({"stage": f"scaling@{m}-{s}", "method": m, "dataset": sc["dataset"], "overrides": {}})
+    return runs
+
+
+def dry_run(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate every run of a profile; raise ConfigError listing all problems, else return a summary."""
+    from .editing import run as run_mod
+
+    key = need(params, "model.key")
+    depth = params["model"].get("n_layers") or KNOWN_DEPTH.get(key)
+    if depth is None:
+        raise ConfigError(f"model '{key}': set model.n_layers so the dry run can check layer indices")
+    stats_layers = set(need(params, "stats.layers"))
+    stats_roles = set(params["stats"].get("modules", ["mlp_out"]))
+    problems, runs = [], expand_runs(params)
+    for r in runs:
+        try:
+            mod = run_mod.method_module(r["method"])
+            hp = {**method_hparams(params, r["method"], r["dataset"]), **r["overrides"]}
+            if mod is not None and hasattr(mod, "regions"):
+                obj = mod.objective(hp)
+                for d in obj.deltas:
+                    if not 0 <= d.layer < depth:
+                        problems.append(f"{r['stage']}: delta {d.name} at layer {d.layer} outside 0..{depth - 1}")
+                mod.regions(hp)
+            for role, layer in _layers_needed(r["method"], hp):
+                if not 0 <= layer < depth:
+                    problems.append(f"{r['stage']}: layer {layer} outside 0..{depth - 1}")
+                if layer not in stats_layers or role not in stats_roles:
+                    problems.append(f"{r['stage']}: needs covariance of {role}@{layer}; add it to stats.layers/modules")
+            if r["method"] == "ft_wd" and not 0 <= hp["layer"] < depth:
+                problems.append(f"{r['stage']}: FT layer {hp['layer']} outside 0..{depth - 1}")
+        except (ConfigError, KeyError) as e:
+            problems.append(f"{r['stage']}: {type(e).__name__}: {e}")
+    if problems:
+        raise ConfigError("profile check failed:\n  " + "\n  ".join(sorted(set(problems))))
+    return {"model": key, "depth": depth, "runs": len(runs), "stages": [r["stage"] for r in runs]}
