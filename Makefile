@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: env repro test clean-env
+.PHONY: env repro test test-fast repro-profile dry-run clean-env
 
 env: $(STAMP)
 
@@ -30,6 +30,17 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+# A profile is a set of `dvc exp run -S` overrides (profiles/<name>.yaml), e.g. PROFILE=real-small.
+repro-profile: $(STAMP)
+	$(VENV)/bin/dvc exp run $$($(PY) -c "import yaml,sys; o=yaml.safe_load(open('profiles/$(PROFILE).yaml'))['overrides']; print(' '.join(\"-S '%s=%s'\" % (k, v if not isinstance(v, (list, dict)) else yaml.safe_dump(v, default_flow_style=True).strip()) for k, v in o.items()))") $(EXTRA)
+
+dry-run: $(STAMP)
+	$(PY) stages/dry_run.py --profile profiles/paper.yaml --model-key llama7b
+	$(PY) stages/dry_run.py --profile profiles/paper.yaml --model-key gptj
 
 clean-env:
 	rm -rf $(VENV)

@@ -1,0 +1,51 @@
+"""Profiles: the paper profile expands to every stage and validates without loading 6B weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jeepkit.errors import ConfigError
+from jeepkit.params import load_params
+from jeepkit.pipeline import scaling_sizes
+from jeepkit.profiles import apply_overrides, dry_run, expand_runs, load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model_key", ["llama7b", "gptj"])
+def test_paper_profile_dry_run(model_key):
+    params = load_params(ROOT / "params.yaml")
+    prof = load_profile(ROOT / "profiles" / "paper.yaml")
+    params = apply_overrides(params, prof["overrides"])
+    if model_key in prof:
+        params = apply_overrides(params, prof[model_key])
+    summary = dry_run(params)
+    n_seeds, n_ds, n_methods = 3, 2, len(params["edit"]["methods"])
+    expected = n_seeds * (n_ds * n_methods + len(params["ablation"]["variants"]) + len(params["sweep"]["clamp_high"])
+                          + len(params["scaling"]["methods"]))
+    assert summary["runs"] == expected
+    assert summary["depth"] == {"llama7b": 32, "gptj": 28}[model_key]
+
+
+def test_default_and_real_small_profiles_validate():
+    params = load_params(ROOT / "params.yaml")
+    assert dry_run(params)["runs"] == len(expand_runs(params))
+    real = apply_overrides(params, load_profile(ROOT / "profiles" / "real-small.yaml")["overrides"])
+    assert real["data"]["source"] == "mirror"
+    dry_run(real)
+
+
+def test_dry_run_reports_missing_covariance_and_bad_layers():
+    params = load_params(ROOT / "params.yaml")
+    bad = apply_overrides(params, {"stats.layers": [4, 5, 6, 7, 8, 9], "hparams.smollm2.memit.layers": [28, 29, 30]})
+    with pytest.raises(ConfigError) as e:
+        dry_run(bad)
+    msg = str(e.value)
+    assert "outside 0..29" in msg and "needs covariance of mlp_out@20" in msg
+
+
+def test_scaling_sizes_match_the_paper_grid():
+    assert scaling_sizes(10000) == [1, 2, 3, 6, 10, 18, 32, 56, 100, 178, 316, 562, 1000, 1778, 3162, 5623, 10000]
+    assert scaling_sizes(12)[0] == 1 and scaling_sizes(12)[-1] == 12
