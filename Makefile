@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 
 # A profile is a set of `dvc exp run -S` overrides (profiles/<name>.yaml), e.g. PROFILE=real-small.
 repro-profile: $(STAMP)
-	$(VENV)/bin/dvc exp run $$($(PY) -c "import yaml,sys; o=yaml.safe_load(open('profiles/$(PROFILE).yaml'))['overrides']; print(' '.join(\"-S '%s=%s'\" % (k, v if not isinstance(v, (list, dict)) else yaml.safe_dump(v, default_flow_style=True).strip()) for k, v in o.items()))") $(EXTRA)
+	$(PY) stages/run_profile.py profiles/$(PROFILE).yaml $(EXTRA)
 
 dry-run: $(STAMP)
 	$(PY) stages/dry_run.py --profile profiles/paper.yaml --model-key llama7b

@@ -1,0 +1,33 @@
+"""Run the pipeline under a profile: `dvc exp run` with the profile's overrides as -S key=value."""
+import argparse
+import subprocess
+import sys
+
+import yaml
+
+from jeepkit.profiles import load_profile
+
+
+def override_args(overrides: dict) -> list[str]:
+    args = []
+    for k, v in overrides.items():
+        text = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+        args += ["-S", f"{k}={text}"]
+    return args
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("profile", help="path to profiles/<name>.yaml")
+    ap.add_argument("--model-key", default=None, help="also apply the profile's block for this model key")
+    ap.add_argument("--dry", action="store_true", help="print the dvc command instead of running it")
+    a, extra = ap.parse_known_args()
+    prof = load_profile(a.profile)
+    ov = dict(prof["overrides"])
+    if a.model_key:
+        ov.update(prof.get(a.model_key, {"model.key": a.model_key}))
+    cmd = ["dvc", "exp", "run", *override_args(ov), *extra]
+    if a.dry:
+        print(" ".join(cmd))
+        sys.exit(0)
+    sys.exit(subprocess.call(cmd))
