@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="directory for the prepared model and statistics (reused)")
     ap.add_argument("--target-batch", type=int, default=8)
+    ap.add_argument("--corpus", default=None, help="covariance corpus instead of WikiText lines, e.g. self")
+    ap.add_argument("--samples", type=int, default=400, help="documents for --corpus self")
+    ap.add_argument("--max-length", type=int, default=2048)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     work = Path(a.work or tempfile.mkdtemp(prefix="calib."))
@@ -47,8 +50,11 @@ def main() -> None:
         prepare_model({"source": "embedded"}, work / "model")
     model, tok, arch, card = load_model(work / "model")
     ident = model_identity(card)
-    spec = CorpusSpec(corpus=f"file:{Path(a.mirror) / 'wikitext' / 'wiki.test.raw'}", n_samples=a.lines,
-                      max_length=2048)
+    if a.corpus:
+        spec = CorpusSpec(corpus=a.corpus, n_samples=a.samples, max_length=a.max_length)
+    else:
+        spec = CorpusSpec(corpus=f"file:{Path(a.mirror) / 'wikitext' / 'wiki.test.raw'}", n_samples=a.lines,
+                          max_length=a.max_length)
     modules = [arch.name("mlp_out", l) for l in HP["layers"]]
     if not (work / "stats" / spec.key(ident)).exists():
         side = compute_stats(model, tok, arch, modules, spec, ident, work / "stats")

@@ -11,6 +11,19 @@ Shapes:
   per-record interval (choice (a)). The column `interval` says which.
 * `results_table` -> the same rows as "mean ± ci95" strings in the paper's order; `attrs["note"]` says
   the scale (model, data, edits, seeds, interval type), since a small run is not the paper's 10k edits.
+
+On a metrics tree (``metrics/{main,ablation,sweep,scaling}``, see `load_group`):
+
+* `comparison_table` -> Table 2 / 3: our rows, then the paper's GPT-J and LLaMA rows (MEND and MALMEN
+  marked "quoted, not reproduced").
+* `ablation_frame` / `table4` -> Table 4: the seven JEEP variants and full JEEP in the paper's order.
+* `sweep_frame` / `sweep_figure` -> Fig. 6: Score/ES/GS/LS against the high clamp γ*.
+* `scaling_frame` / `scaling_figure` -> Fig. 4: Score/ES/GS/LS against the batch size m (log x, bands).
+* `case_study_frame` -> Table 1: greedy continuations of MEMIT/PMET/JEEP-edited models.
+
+Every table carries `attrs["note"]` and every figure a title stating the scale: model, data source, edits,
+seeds and the interval type ("per-record t-interval" for one seed, "t-interval over seed means" for several).
+A missing group gives an empty frame; `placeholder_table` / `placeholder_figure` then keep declared outputs.
 """
 
 from __future__ import annotations
@@ -37,9 +50,10 @@ METHOD_LABELS: Mapping[str, str] = MappingProxyType({
     "none": "Unedited", "ft_wd": "FT-WD", "rome": "ROME", "memit": "MEMIT", "pmet": "PMET",
     "alphaedit": "AlphaEdit", "jeep": "JEEP",
 })
-DATASET_LABELS: Mapping[str, str] = MappingProxyType({"counterfact": "CounterFact", "zsre": "zsRE"})
+DATASET_LABELS: Mapping[str, str] = MappingProxyType({"counterfact": "CounterFact", "mcf": "Multi-CounterFact",
+                                                       "zsre": "zsRE"})
 # Which paper table a dataset is compared against (Table 2 is zsRE, Table 3 is Multi-CounterFact).
-PAPER_TABLE_FOR: Mapping[str, str] = MappingProxyType({"zsre": "table2", "counterfact": "table3"})
+PAPER_TABLE_FOR: Mapping[str, str] = MappingProxyType({"zsre": "table2", "counterfact": "table3", "mcf": "table3"})
 
 QUOTED = "quoted, not reproduced"
 REPRODUCED = "reproduced here"
@@ -406,3 +420,535 @@ def bar_figure(df: pd.DataFrame, dataset: str, path_png: str | os.PathLike, *, m
     with atomic_path(pdf) as tmp:
         fig.savefig(tmp, format="pdf")
     return png, pdf
+
+
+# ================================================================== the metrics tree (Tables 1-4, Fig. 4, Fig. 6)
+
+GROUPS = ("main", "ablation", "sweep", "scaling")
+EDITORS = ("memit", "pmet", "jeep")  # Table 1 and Fig. 4 compare these three
+PER_RECORD = "per-record t-interval"
+OVER_SEEDS = "t-interval over seed means"
+PAPER_REFERENCE = "paper value (for reference)"
+OURS = "ours (this package)"
+NOT_RUN = "not run"
+
+# Table 4: variant key (jeep.VARIANTS, the `variant` override) -> the paper's row label, in the paper's order.
+ABLATION_LABELS: Mapping[str, str] = MappingProxyType({
+    "wo_low": "w/o δ′ & Step 2", "wo_high": "w/o δ* & Step 3", "wo_step2": "w/o Step 2", "wo_step3": "w/o Step 3",
+    "separate": "Separate Optimization", "even_spread": "Even Spread in Step 2", "mhsa_step3": "w/ MHSA in Step 3",
+    "full": "JEEP",
+})
+ABLATION_ORDER = tuple(ABLATION_LABELS)
+# Paper Table 4 (LLaMA-7B, Multi-CounterFact, 10,000 edits; no intervals printed): Score, ES, GS, LS.
+_PAPER_TABLE4: Mapping[str, tuple[float, float, float, float]] = MappingProxyType({
+    "wo_low": (66.3, 89.8, 56.6, 60.7), "wo_high": (84.1, 98.4, 80.6, 76.3), "wo_step2": (40.0, 36.5, 24.1, 81.5),
+    "wo_step3": (81.9, 95.4, 77.5, 75.4), "separate": (83.3, 98.2, 83.3, 72.5),
+    "even_spread": (85.4, 98.8, 84.0, 76.3), "mhsa_step3": (85.2, 99.0, 86.6, 73.8), "full": (85.9, 99.8, 85.4, 75.7),
+})
+PAPER_TABLE4_NOTE = "Paper Table 4: LLaMA-7B, Multi-CounterFact, one batch of 10,000 edits, 3 seeds; no intervals printed."
+PAPER_FIG4_NOTE = "Paper Fig. 4: LLaMA-7B, Multi-CounterFact, m = 1 ... 10,000 (17 log-spaced sizes), 95% bands."
+PAPER_FIG6_NOTE = "Paper Fig. 6: LLaMA-7B, Multi-CounterFact, 10,000 edits, γ′ = 1, γ* from 0.05 to 1."
+PAPER_TABLE1_NOTE = ("Paper Table 1: LLaMA-7B after 10,000 zsRE edits, subject 'Henry S. LeBlanc' (edited: MEMIT/PMET/"
+                     "JEEP 'Canada'; equivalent: MEMIT 'of course', PMET and JEEP 'Canada'; unrelated creatine prompt: "
+                     "MEMIT 'liver', PMET 'Where is creatine from?', JEEP 'liver').")
+
+
+def paper_table4() -> pd.DataFrame:
+    """The paper's Table 4 as numbers (index: variant key, column `label` = the paper's row label)."""
+    out = pd.DataFrame([{"variant": k, "label": ABLATION_LABELS[k], **dict(zip(METRIC_COLUMNS, v))}
+                        for k, v in _PAPER_TABLE4.items()]).set_index("variant")
+    out.attrs["note"] = PAPER_TABLE4_NOTE
+    return out
+
+
+def interval_kind(n_seeds: int) -> str:
+    """The interval wording every table and figure uses: one seed -> per-record, several -> over seed means."""
+    if n_seeds <= 1:
+        return f"{PER_RECORD} (Score: percentile bootstrap over records)"
+    return f"{OVER_SEEDS} ({n_seeds} seeds)"
+
+
+def _intervals_text(n_seeds: Iterable[int]) -> str:
+    kinds = list(dict.fromkeys(interval_kind(int(n)) for n in n_seeds if int(n) > 0))
+    return "; ".join(kinds) if kinds else "none (no runs)"
+
+
+def _overrides(file: str) -> dict[str, Any]:
+    obj = read_json(file)
+    ov = obj.get("overrides") if isinstance(obj, dict) else None
+    return ov if isinstance(ov, dict) else {}
+
+
+def load_group(metrics_root: str | os.PathLike, group: str, *, dataset: str | None = None) -> pd.DataFrame:
+    """`load_metrics` on ``metrics_root/group`` (main, ablation or sweep); an absent directory gives an empty
+    frame, so a partial pipeline still reports. `dataset` keeps one dataset's runs."""
+    d = Path(metrics_root) / group
+    if not d.is_dir():
+        return pd.DataFrame(columns=list(RUN_COLUMNS))
+    df = load_metrics(d)
+    if dataset is not None:
+        df = df[df["dataset"] == dataset]
+    return df.reset_index(drop=True)
+
+
+def datasets_in(metrics_root: str | os.PathLike, group: str) -> list[str]:
+    """The datasets a group has runs for (scaling included), in the order counterfact, mcf, zsre, others."""
+    if group == "scaling":
+        df = load_scaling(metrics_root)
+    else:
+        df = load_group(metrics_root, group)
+    have = set(df["dataset"]) if not df.empty else set()
+    return [d for d in DATASET_LABELS if d in have] + sorted(have - set(DATASET_LABELS))
+
+
+def _one_model(df: pd.DataFrame, model: str | None, what: str) -> pd.DataFrame:
+    if model is not None:
+        df = df[df["model"] == model]
+    if df["model"].nunique() > 1:
+        raise InputError(f"{what} mixes models {sorted(df['model'].unique())}; pass model=", field="model")
+    return df
+
+
+def _model_text(row: Mapping[str, Any]) -> str:
+    return str(row["model"]) + (f" ({row['model_id']})" if row.get("model_id") else "")
+
+
+def _frame_note(what: str, dataset: str, rows: pd.DataFrame, *, edits: str | None = None, paper: str = "") -> str:
+    """Scale sentence for a frame whose rows carry model, model_id, data_source, n_edits, seeds, n_seeds."""
+    rows = rows[rows["n_seeds"] > 0] if "n_seeds" in rows else rows
+    ds = DATASET_LABELS.get(dataset, dataset)
+    if rows.empty:
+        return f"{what}, {ds}: no runs. {paper}".strip()
+    first = rows.iloc[0]
+    edits = edits or ", ".join(dict.fromkeys(str(int(n)) for n in rows["n_edits"]))
+    seeds = ", ".join(dict.fromkeys(str(s) for s in rows["seeds"]))
+    return (f"{what}, {ds}. Model: {_model_text(first)}. Data source: {', '.join(dict.fromkeys(rows['data_source']))}. "
+            f"Edits per run: {edits}. Seeds: {seeds}. 95% intervals: {_intervals_text(rows['n_seeds'])}. {paper}").strip()
+
+
+def _empty_metrics() -> dict[str, Any]:
+    out: dict[str, Any] = {"n_seeds": 0, "seeds": ""}
+    for m in METRIC_COLUMNS:
+        out[f"{m}_mean"], out[f"{m}_ci95"] = math.nan, math.nan
+    out["interval"] = ""
+    for t in TIMING_FIELDS:
+        out[t] = math.nan
+    return out
+
+
+def _combined(g: pd.DataFrame) -> dict[str, Any]:
+    """Seeds of one row combined (`_combine_seeds`), with the interval in this module's wording."""
+    out = _combine_seeds(g)
+    out["interval"] = interval_kind(len(g))
+    first = g.iloc[0]
+    out.update(model=first["model"], model_id=first["model_id"], n_edits=int(first["n_edits"]),
+               data_source=", ".join(sorted(set(g["data_source"]))), files=", ".join(g["file"]))
+    return out
+
+
+# ------------------------------------------------------------------ Tables 2 and 3 next to the paper
+
+
+def comparison_table(runs: pd.DataFrame, dataset: str, *, model: str | None = None,
+                     n_edits: int | None = None) -> pd.DataFrame:
+    """Table 2 (zsRE) or 3 (CounterFact / MCF): our rows ("mean ± ci95"), then the paper's GPT-J and LLaMA rows.
+
+    Columns Source, Method, Score, ES, GS, LS, status. MEND and MALMEN (not implemented here) are marked
+    "quoted, not reproduced"; the paper's other rows are "paper value (for reference)". Without runs for
+    `dataset` the table holds only the paper's rows and the note says so.
+    """
+    paper_table = PAPER_TABLE_FOR.get(dataset)
+    if paper_table is None:
+        raise InputError(f"no paper table for dataset {dataset!r}; known {sorted(PAPER_TABLE_FOR)}", field="dataset")
+    rows, index = [], []
+    sub = runs[runs["dataset"] == dataset] if not runs.empty else runs
+    if not sub.empty:
+        ours = results_table(runs, dataset, model=model, n_edits=n_edits)
+        for label, r in ours.iterrows():
+            index.append(f"ours: {label}")
+            rows.append({"Source": OURS, "Method": label, **{m: r[m] for m in METRIC_COLUMNS}, "status": REPRODUCED})
+        note = ours.attrs["note"]
+    else:
+        note = f"{DATASET_LABELS.get(dataset, dataset)}: no runs of ours (the table shows the paper's rows only)."
+    for paper_model in ("GPT-J", "LLaMA"):
+        pr = format_paper_rows(paper_rows(paper_table, paper_model))
+        for label, r in pr.iterrows():
+            index.append(f"paper {paper_model}: {label}")
+            rows.append({"Source": f"paper, {paper_model}", "Method": label, **{m: r[m] for m in METRIC_COLUMNS},
+                         "status": QUOTED if r["status"] == QUOTED else PAPER_REFERENCE})
+    out = pd.DataFrame(rows, index=pd.Index(index, name="Row"),
+                       columns=["Source", "Method", *METRIC_COLUMNS, "status"])
+    name = {"table2": "Table 2 (zsRE)", "table3": "Table 3 (Multi-CounterFact)"}[paper_table]
+    out.attrs["note"] = (f"{note} Paper rows: {name}, {_PAPER_SCALE}; the paper prints no interval for Score. "
+                         f"MEND and MALMEN are {QUOTED}.")
+    return out
+
+
+# ------------------------------------------------------------------ Table 4 (ablations)
+
+
+def ablation_frame(metrics_root: str | os.PathLike, dataset: str, *, model: str | None = None) -> pd.DataFrame:
+    """Numeric Table 4: one row per variant in the paper's order (index: variant key, `full` = JEEP).
+
+    Variants come from ``metrics_root/ablation`` (runs named ``jeep-variant=<key>``), full JEEP from
+    ``metrics_root/main`` (run ``jeep``), both on `dataset`. Seeds are combined as everywhere (one seed:
+    per-record interval; several: t-interval over seed means). Rows without runs have n_seeds 0 and NaNs.
+    Paper values are in ``paper_<metric>`` columns.
+    """
+    abl = load_group(metrics_root, "ablation", dataset=dataset)
+    main = load_group(metrics_root, "main", dataset=dataset)
+    parts = []
+    if not abl.empty:
+        abl = abl.assign(variant=abl["name"].str.removeprefix("jeep-variant="))
+        parts.append(abl[(abl["method"] == "jeep") & abl["name"].str.startswith("jeep-variant=")
+                         & abl["variant"].isin(ABLATION_ORDER)])
+    if not main.empty:
+        parts.append(main[main["name"] == "jeep"].assign(variant="full"))
+    both = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*RUN_COLUMNS, "variant"])
+    # full JEEP from main wins over an ablation run with variant=full
+    if not both.empty and (both["name"] == "jeep").any():
+        both = both[~((both["variant"] == "full") & (both["name"] != "jeep"))]
+    both = _one_model(both, model, f"Table 4 runs on {dataset!r}") if not both.empty else both
+    rows = []
+    for key in ABLATION_ORDER:
+        g = both[both["variant"] == key] if not both.empty else both
+        if len(g) and g["n_edits"].nunique() > 1:
+            raise InputError(f"{ABLATION_LABELS[key]} on {dataset!r} has runs at several scales "
+                             f"{sorted(int(x) for x in g['n_edits'].unique())}", field="n_edits")
+        base = _combined(g) if len(g) else {**_empty_metrics(), "model": "", "model_id": "", "n_edits": 0,
+                                            "data_source": "", "files": ""}
+        rows.append({"variant": key, "label": ABLATION_LABELS[key], **base,
+                     **{f"paper_{m}": v for m, v in zip(METRIC_COLUMNS, _PAPER_TABLE4[key])},
+                     "status": REPRODUCED if len(g) else NOT_RUN})
+    out = pd.DataFrame(rows).set_index("variant")
+    out.attrs["note"] = _frame_note("Table 4 (ablations; JEEP = the main run)", dataset, out, paper=PAPER_TABLE4_NOTE)
+    return out
+
+
+def table4(metrics_root: str | os.PathLike, dataset: str, *, model: str | None = None) -> pd.DataFrame:
+    """Table 4 as printed: index = the paper's variant labels in its order; our Score/ES/GS/LS as "mean ± ci95"
+    ("not run" where missing), the paper's values beside them, and a status column."""
+    fr = ablation_frame(metrics_root, dataset, model=model)
+    data = {}
+    for m in METRIC_COLUMNS:
+        data[m] = [format_cell(r[f"{m}_mean"], r[f"{m}_ci95"]) if r["n_seeds"] else NOT_RUN for _, r in fr.iterrows()]
+    for m in METRIC_COLUMNS:
+        data[f"{m} (paper)"] = [f"{v:.1f}" for v in fr[f"paper_{m}"]]
+    data["status"] = list(fr["status"])
+    out = pd.DataFrame(data, index=pd.Index(list(fr["label"]), name="Variant"))
+    out.attrs["note"] = fr.attrs["note"]
+    return out
+
+
+# ------------------------------------------------------------------ Fig. 6 (γ* sweep)
+
+
+def _float_override(file: str, ov: dict[str, Any], key: str, name: str) -> float:
+    v = ov.get(key)
+    if v is None:  # fall back on the run name, e.g. jeep-clamp_high=0.25-clamp_low=1.0
+        import re
+
+        m = re.search(rf"(?:^|-){re.escape(key)}=([0-9.eE+-]+?)(?=-[A-Za-z_]+=|$)", name)
+        v = float(m.group(1)) if m else None
+    return _num(v, f"overrides.{key}", file, lo=0.0)
+
+
+def sweep_frame(metrics_root: str | os.PathLike, dataset: str, *, model: str | None = None) -> pd.DataFrame:
+    """Numeric Fig. 6: one row per high clamp γ* (``overrides.clamp_high`` of ``metrics_root/sweep`` runs),
+    sorted, with γ′ (``clamp_low``), Score/ES/GS/LS mean and 95% half-width, seeds and scale columns."""
+    df = load_group(metrics_root, "sweep", dataset=dataset)
+    cols = ["gamma", "clamp_low", "n_seeds", "seeds", *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95")),
+            "interval", "model", "model_id", "data_source", "n_edits"]
+    if df.empty:
+        out = pd.DataFrame(columns=cols)
+        out.attrs["note"] = _frame_note("Fig. 6 (γ* sweep)", dataset, out.assign(n_seeds=[]), paper=PAPER_FIG6_NOTE)
+        return out
+    df = _one_model(df, model, f"sweep runs on {dataset!r}")
+    gam, low = [], []
+    for _, r in df.iterrows():
+        ov = _overrides(r["file"])
+        gam.append(_float_override(r["file"], ov, "clamp_high", r["name"]))
+        low.append(float(ov["clamp_low"]) if isinstance(ov.get("clamp_low"), (int, float)) else math.nan)
+    df = df.assign(gamma=gam, clamp_low=low)
+    rows = []
+    for (g_val, c_low), g in df.groupby(["gamma", "clamp_low"], dropna=False, sort=True):
+        if g["n_edits"].nunique() > 1:
+            raise InputError(f"γ*={g_val} on {dataset!r} has runs at several scales", field="n_edits")
+        rows.append({"gamma": float(g_val), "clamp_low": float(c_low), **_combined(g)})
+    out = pd.DataFrame(rows)
+    if out["gamma"].duplicated().any():
+        raise InputError("sweep runs at one γ* differ in γ′ (clamp_low)", field="overrides.clamp_low")
+    out = out.sort_values("gamma").reset_index(drop=True)[cols + ["files"]]
+    lows = ", ".join(dict.fromkeys(f"{v:g}" for v in out["clamp_low"] if not math.isnan(v))) or "as configured"
+    out.attrs["note"] = _frame_note(f"Fig. 6 (γ* sweep, γ′ = {lows})", dataset, out, paper=PAPER_FIG6_NOTE)
+    return out
+
+
+# ------------------------------------------------------------------ Fig. 4 (scaling)
+
+SCALING_COLUMNS = ("method", "dataset", "model", "model_id", "data_source", "seed", "n_edits", "m", "n_chunks",
+                   "n_records", *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95", "n")), "interval",
+                   *TIMING_FIELDS, "file")
+
+
+def load_scaling(metrics_root: str | os.PathLike, *, dataset: str | None = None) -> pd.DataFrame:
+    """One row per (scaling file, point) from ``metrics_root/scaling/*.json`` (`pipeline.scaling` output);
+    malformed files raise InputError naming the file and field. Absent directory: empty frame."""
+    d = Path(metrics_root) / "scaling"
+    rows = []
+    for f in sorted(d.glob("*.json")) if d.is_dir() else []:
+        file = str(f)
+        obj = read_json(f)
+        if not isinstance(obj, dict):
+            raise InputError("expected a JSON object", file=file)
+        head = {"method": _str(obj, "method", file), "dataset": _str(obj, "dataset", file),
+                "model": _str(obj, "model.key", file), "data_source": _str(obj, "data.source", file),
+                "seed": _int(obj, "seed", file), "n_edits": _int(obj, "n_edits", file, minimum=1)}
+        mid = _get(obj, "model", file).get("id")
+        head["model_id"] = mid if isinstance(mid, str) else ""
+        points = _get(obj, "points", file)
+        if not isinstance(points, list) or not points:
+            raise InputError("expected a non-empty list of points", file=file, field="points")
+        for i, p in enumerate(points):
+            base = f"points.{i}"
+            wrapped = {"p": p}
+            row = {**head, "m": _int(wrapped, "p.m", file, minimum=1),
+                   "n_chunks": _int(wrapped, "p.n_chunks", file, minimum=1) if "n_chunks" in p else 1}
+            row["n_records"] = _int(wrapped, "p.n_records", file) if "n_records" in p else row["m"] * row["n_chunks"]
+            for m in METRIC_COLUMNS:
+                fld = f"{base}.summary.{m}"
+                row[f"{m}_mean"] = _num(_get(wrapped, f"p.summary.{m}.mean", file), f"{fld}.mean", file, lo=0.0,
+                                        hi=100.0, allow_none=True)
+                row[f"{m}_ci95"] = _num(_get(wrapped, f"p.summary.{m}.ci95", file), f"{fld}.ci95", file, lo=0.0,
+                                        allow_none=True)
+                row[f"{m}_n"] = _int(wrapped, f"p.summary.{m}.n", file)
+            row["interval"] = _interval_text(p["summary"].get("interval"))
+            timing = p.get("timing") or {}
+            for t in TIMING_FIELDS:
+                row[t] = _num(timing[t], f"{base}.timing.{t}", file, lo=0.0) if t in timing else math.nan
+            row["file"] = file
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
+    if dataset is not None:
+        df = df[df["dataset"] == dataset].reset_index(drop=True)
+    return df
+
+
+def scaling_frame(metrics_root: str | os.PathLike, dataset: str, methods: Iterable[str] = EDITORS, *,
+                  model: str | None = None) -> pd.DataFrame:
+    """Numeric Fig. 4: one row per (method, m), methods in `methods` order then m ascending; seeds combined
+    per m (one seed: the run's per-record interval; several: t-interval over seed means)."""
+    methods = list(methods)
+    df = load_scaling(metrics_root, dataset=dataset)
+    df = df[df["method"].isin(methods)] if not df.empty else df
+    cols = ["method", "label", "m", "n_chunks", "n_records", "n_seeds", "seeds",
+            *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95")), "interval", "model", "model_id",
+            "data_source", "n_edits", *TIMING_FIELDS]
+    if df.empty:
+        out = pd.DataFrame(columns=cols)
+        out.attrs["note"] = _frame_note("Fig. 4 (scaling)", dataset, out.assign(n_seeds=[]), paper=PAPER_FIG4_NOTE)
+        return out
+    df = _one_model(df, model, f"scaling runs on {dataset!r}")
+    rows = []
+    for method in [m for m in methods if m in set(df["method"])]:
+        dm = df[df["method"] == method]
+        for m_val, g in dm.groupby("m", sort=True):
+            c = _combined(g)
+            rows.append({"method": method, "label": method_label(method), "m": int(m_val),
+                         "n_chunks": int(g["n_chunks"].max()), "n_records": int(g["n_records"].max()), **c,
+                         "n_edits": int(g["n_edits"].max())})
+    out = pd.DataFrame(rows)[cols]
+    ms = sorted(set(int(x) for x in out["m"]))
+    chunks = ", ".join(dict.fromkeys(str(int(x)) for x in out["n_chunks"]))
+    edits = f"m = {ms[0]} ... {ms[-1]} ({len(ms)} sizes), up to {max(int(x) for x in out['n_chunks'])} independent " \
+            f"chunk(s) per m (chunks per m: {chunks})"
+    out.attrs["note"] = _frame_note("Fig. 4 (scaling)", dataset, out, edits=edits, paper=PAPER_FIG4_NOTE)
+    return out
+
+
+# ------------------------------------------------------------------ Table 1 (case study)
+
+CASE_PROMPT_TYPES = ("Edited", "Equivalent", "Unrelated")
+
+
+def case_study_frame(metrics_root: str | os.PathLike, dataset: str, methods: Iterable[str] = EDITORS, *,
+                     seed: int | None = None, unedited: bool = True) -> pd.DataFrame:
+    """Table 1: the first edited record's prompts (edited, equivalent, unrelated) and each method's greedy
+    continuation after the edit (``case_study`` of ``metrics_root/main/{method}_{dataset}_s{seed}.json``).
+
+    Columns: Input prompt, Expected, then one column per method (plus "Unedited" first when
+    `unedited` and a ``none`` run exists, to judge the unrelated prompt). `seed`: default the smallest seed
+    every present method has. Methods without a run show "no run"; no run at all gives an empty frame.
+    All runs must describe the same record (else InputError).
+    """
+    methods = list(methods)
+    root = Path(metrics_root) / "main"
+    keys = (["none"] if unedited and "none" not in methods else []) + methods
+    found: dict[str, dict[int, Path]] = {}
+    for mth in keys:
+        for f in sorted(root.glob(f"{mth}_{dataset}_s*.json")) if root.is_dir() else []:
+            s = f.name[len(f"{mth}_{dataset}_s"):-len(".json")]
+            if s.isdigit():
+                found.setdefault(mth, {})[int(s)] = f
+    cols = ["Input prompt", "Expected"]
+    if not any(m in found for m in methods):
+        out = pd.DataFrame(columns=cols + [method_label(m) for m in methods])
+        out.index.name = "Prompt"
+        out.attrs["note"] = f"Table 1, {DATASET_LABELS.get(dataset, dataset)}: no runs. {PAPER_TABLE1_NOTE}"
+        return out
+    if seed is None:
+        common = set.intersection(*(set(found[m]) for m in methods if m in found))
+        seed = min(common) if common else min(min(found[m]) for m in methods if m in found)
+    cases: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for mth in keys:
+        f = found.get(mth, {}).get(seed)
+        if f is None:
+            continue
+        obj = read_json(f)
+        cs = _get(obj, "case_study", str(f))
+        if not isinstance(cs, dict):
+            raise InputError("expected an object", file=str(f), field="case_study")
+        for fld in ("prompts", "greedy"):
+            if not isinstance(cs.get(fld), list) or not all(isinstance(x, str) for x in cs[fld]):
+                raise InputError("expected a list of strings", file=str(f), field=f"case_study.{fld}")
+        if len(cs["prompts"]) != len(cs["greedy"]):
+            raise InputError("prompts and greedy continuations differ in length", file=str(f), field="case_study")
+        cases[mth], runs[mth] = cs, obj
+    ref_key = next(m for m in methods if m in cases) if any(m in cases for m in methods) else next(iter(cases))
+    ref = cases[ref_key]
+    for mth, cs in cases.items():
+        if cs.get("case_id") != ref.get("case_id") or cs["prompts"] != ref["prompts"]:
+            raise InputError(f"the case study of {mth} is record {cs.get('case_id')!r}, not {ref.get('case_id')!r} "
+                             f"like {ref_key}", file=str(found[mth][seed]), field="case_study.case_id")
+    n = len(ref["prompts"])
+    types = list(CASE_PROMPT_TYPES) if n == 3 else [f"Prompt {i + 1}" for i in range(n)]
+    if n >= 1:
+        types[0] = "Edited"
+    expected = {"Edited": ref.get("target_new", ""), "Equivalent": ref.get("target_new", ""),
+                "Unrelated": "unchanged (as the unedited model)"}
+    data: dict[str, list[str]] = {"Input prompt": list(ref["prompts"]), "Expected": [expected.get(t, "") for t in types]}
+    if unedited and "none" in cases and "none" not in methods:
+        data["Unedited"] = list(cases["none"]["greedy"])
+    for mth in methods:
+        data[method_label(mth)] = list(cases[mth]["greedy"]) if mth in cases else ["no run"] * n
+    out = pd.DataFrame(data, index=pd.Index(types, name="Prompt"))
+    r0 = runs[ref_key]
+    out.attrs["note"] = (
+        f"Table 1, {DATASET_LABELS.get(dataset, dataset)}: record {ref.get('case_id')} (subject {ref.get('subject')!r}; "
+        f"new target {ref.get('target_new')!r}, true target {ref.get('target_true')!r}); the first record of the "
+        f"first edited batch. Model: {r0['model'].get('key')}"
+        + (f" ({r0['model'].get('id')})" if r0['model'].get('id') else "")
+        + f". Data source: {r0.get('data', {}).get('source')}. Edits per run: {r0.get('n_edits')} "
+        f"(batch {r0.get('batch_size', r0.get('n_edits'))}). Seed: {seed}. Greedy decoding of up to 8 new tokens; "
+        f"qualitative, no interval. {PAPER_TABLE1_NOTE}")
+    out.attrs["case"] = {k: ref.get(k) for k in ("case_id", "subject", "target_new", "target_true")}
+    return out
+
+
+# ------------------------------------------------------------------ placeholders and figures
+
+
+def placeholder_table(message: str, title: str = "") -> pd.DataFrame:
+    """A one-row table saying why there is nothing to show (keeps a declared DVC output present)."""
+    out = pd.DataFrame({"status": [message]}, index=pd.Index([title or "no runs"], name="Table"))
+    out.attrs["note"] = message
+    return out
+
+
+def _save_figure(fig, path_png: str | os.PathLike) -> tuple[Path, Path]:
+    png = Path(path_png)
+    pdf = png.with_suffix(".pdf")
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, format="pdf")
+    return png, pdf
+
+
+def _new_figure(size: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def placeholder_figure(path_png: str | os.PathLike, title: str, message: str) -> tuple[Path, Path]:
+    """A figure carrying only `title` and `message` (e.g. "no runs"), written as PNG + PDF."""
+    fig = _new_figure((6.0, 2.5))
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=11, weight="bold", transform=ax.transAxes)
+    ax.text(0.5, 0.35, message, ha="center", va="center", fontsize=9, wrap=True, transform=ax.transAxes)
+    return _save_figure(fig, path_png)
+
+
+def _wrap(text: str, width: int = 120) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+FIGURE_METRICS = ("Score", "ES", "GS", "LS")
+
+
+def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Path, Path]:
+    """Fig. 4: Score, ES, GS and LS against m (log x) per method, 95% bands; PNG + PDF. The title states the
+    scale (the frame's note). An empty frame gives a "no runs" placeholder."""
+    note = frame.attrs.get("note", "")
+    if frame.empty:
+        return placeholder_figure(path_png, "Fig. 4: scaling", note or "no runs")
+    fig = _new_figure((10.0, 7.2))
+    axes = fig.subplots(2, 2, sharex=True)
+    colors = {"memit": "tab:blue", "pmet": "tab:orange", "jeep": "tab:red"}
+    for ax, met in zip(axes.flat, FIGURE_METRICS):
+        for method, g in frame.groupby("method", sort=False):
+            g = g.sort_values("m")
+            x = g["m"].to_numpy(dtype=float)
+            y = g[f"{met}_mean"].to_numpy(dtype=float)
+            ci = g[f"{met}_ci95"].to_numpy(dtype=float)
+            color = colors.get(str(method))
+            ax.plot(x, y, "-o", ms=3, color=color, label=method_label(str(method)))
+            ok = ~np.isnan(ci) & ~np.isnan(y)
+            if ok.any():
+                ax.fill_between(x[ok], np.clip(y[ok] - ci[ok], 0, 100), np.clip(y[ok] + ci[ok], 0, 100),
+                                color=color, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_title(met, fontsize=10)
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("number of edits m (log scale)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("% (95% band)")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncols=max(1, len(lab)), frameon=False, fontsize=9)
+    fig.suptitle(_wrap(note, 130), fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.9))
+    return _save_figure(fig, path_png)
+
+
+def sweep_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Path, Path]:
+    """Fig. 6: four panels (Score, ES, GS, LS) against the high clamp γ*, 95% error bars; PNG + PDF."""
+    note = frame.attrs.get("note", "")
+    if frame.empty:
+        return placeholder_figure(path_png, "Fig. 6: high-layer clamp γ*", note or "no runs")
+    fig = _new_figure((12.0, 3.8))
+    axes = fig.subplots(1, 4)
+    x = frame["gamma"].to_numpy(dtype=float)
+    for ax, met in zip(axes, FIGURE_METRICS):
+        y = frame[f"{met}_mean"].to_numpy(dtype=float)
+        ci = np.nan_to_num(frame[f"{met}_ci95"].to_numpy(dtype=float), nan=0.0)
+        ax.errorbar(x, y, yerr=ci, fmt="-o", ms=4, capsize=3, color="tab:red")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x], fontsize=7)
+        ax.minorticks_off()
+        ax.set_title(met, fontsize=10)
+        ax.set_xlabel("γ* (high-layer clamp)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% (95% CI)")
+    fig.suptitle(_wrap(note, 150), fontsize=7.5)
+    fig.tight_layout(rect=(0, 0, 1, 0.85))
+    return _save_figure(fig, path_png)

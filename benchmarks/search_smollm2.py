@@ -1,0 +1,80 @@
+"""Hyperparameter search for SmolLM2 on counterfact-train.json (never on the records we report).
+
+Evaluates each candidate setting of a method on the first N records of the *train* split with
+covariance from WikiText-2, and prints ES / GS / LS / Score and time per setting, so the values in
+params.yaml (hparams.smollm2) can be chosen and the choice documented.
+Usage: python benchmarks/search_smollm2.py --method jeep [--n 12] [--work /tmp/calib]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from jeepkit.data.sources import resolve_dataset
+from jeepkit.editing.engine import sample_prefixes
+from jeepkit.editing.run import edit
+from jeepkit.evaluation import evaluate_cases
+from jeepkit.metrics import summarise
+from jeepkit.models import load_model, model_identity, prepare_model
+from jeepkit.params import load_params, method_hparams
+from jeepkit.stats import CorpusSpec, CovarianceStore, compute_stats
+
+GRIDS = {
+    "jeep": {"layers_high": [[20, 21, 22], [15, 16, 17], [25, 26, 27]], "clamp_high": [0.25, 0.75]},
+    "pmet": {"clamp": [0.9, 2.0], "kl_factor": [1.0, 0.0625]},
+    "memit": {"clamp": [0.9, 2.0], "lambda": [4000, 15000]},
+    "ft_wd": {"lr": [5e-5, 5e-4, 5e-3]},
+    "rome": {"layer": [4, 6, 8]},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--method", required=True, choices=sorted(GRIDS))
+    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--mirror", default="../shared/data")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--out", default=None, help="write results as JSON here")
+    a = ap.parse_args()
+    work = Path(a.work or tempfile.mkdtemp(prefix="search."))
+    if not (work / "model" / "model_card.json").exists():
+        prepare_model({"source": "embedded"}, work / "model")
+    model, tok, arch, card = load_model(work / "model")
+    ident = model_identity(card)
+    layers = sorted({l for v in GRIDS["jeep"]["layers_high"] for l in v} | set(range(4, 10)))
+    spec = CorpusSpec(corpus=f"file:{Path(a.mirror) / 'wikitext' / 'wiki.test.raw'}", n_samples=1000,
+                      max_length=2048)
+    if not (work / "stats" / spec.key(ident) / f"{arch.name('mlp_out', 27)}.safetensors").exists():
+        compute_stats(model, tok, arch, [arch.name("mlp_out", l) for l in layers], spec, ident, work / "stats")
+    cov = CovarianceStore(work / "stats", spec, ident)
+    cases, _ = resolve_dataset("counterfact", "mirror", mirror=a.mirror, mirror_file="counterfact/counterfact-train.json",
+                               n=a.n)
+    params = load_params("params.yaml")
+    base = method_hparams(params, a.method, "counterfact")
+    grid = GRIDS[a.method]
+    rows = []
+    for values in itertools.product(*grid.values()):
+        hp = {**base, **dict(zip(grid, values))}
+        edited = copy.deepcopy(model)
+        t0 = time.time()
+        res = edit(edited, tok, arch, cases, a.method, hp, cov.get, sample_prefixes(edited, tok, 0), ident)
+        s = summarise(evaluate_cases(edited, tok, cases, progress=False), "counterfact")
+        row = {**dict(zip(grid, values)), **{k: round(s[k]["mean"], 1) for k in ("ES", "GS", "LS", "Score")},
+               "seconds": round(time.time() - t0, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"method": a.method, "n": a.n, "split": "counterfact-train.json",
+                                           "base": base, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,970 @@
+"""The claims ledger: every quantitative claim of the JEEP paper next to what this package measured.
+
+`build_ledger(metrics_root, probe_dir)` returns one dict per claim:
+
+* ``id``, ``artifact`` (Table 1-4, Fig. 2/4/6, App. D), ``kind``:
+  ``value`` (a printed cell), ``ordering`` (one method/variant/setting above another), ``shape`` (how a
+  probe curve moves across layers) or ``case`` (the qualitative Table 1 example);
+* ``claim`` (text), ``paper_value`` (number or text), ``paper_interval`` (95% half-width the paper prints,
+  else None);
+* ``reproduced_value`` / ``reproduced_interval`` (our number and its 95% half-width; for orderings the margin
+  and the half-width sqrt(ci1² + ci2²) of a difference of independent estimates), ``reproduced`` (text);
+* ``verdict`` ∈ {reproduced, not reproduced, not comparable} and ``reason``; ``scale`` (our model, data,
+  edits, seeds, interval type) and ``sources`` (files read).
+
+Rules (also in ``RULES``, printed at the top of the ledger):
+
+* A printed cell (``value``) is compared only when our run has the paper's model (GPT-J / LLaMA-7B), the
+  paper's dataset (zsRE; Multi-CounterFact for Table 3/4), data from the official release (or a mirror of it)
+  and 10,000 edits in one batch; otherwise it is **not comparable** and the reason lists what differs. When
+  comparable it is **reproduced** if |ours - paper| <= ours_ci95 + paper_ci95 + 0.05 (the two 95% intervals
+  overlap, allowing for the paper's 1-decimal rounding), with at least 0.5 points of tolerance.
+* An ``ordering``, ``shape`` or ``case`` claim is evaluated on our own numbers whatever the scale
+  (**reproduced** / **not reproduced** on the point estimates; ties count as "not above" for "best" claims
+  and as holding for "≥" claims); the reason says whether our intervals separate the compared values and
+  at what scale the claim was checked. Missing runs make it **not comparable**.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from . import reporting as rp
+from .errors import InputError
+from .io import read_json, write_json, write_text
+from .metrics import t_interval
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_COMPARABLE = "not comparable"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
+
+PAPER_MODELS: Mapping[str, str] = {"gptj": "GPT-J", "llama7b": "LLaMA"}  # our model.key -> the paper's model
+_PAPER_MODEL_IDS = {"GPT-J": "gpt-j-6b", "LLaMA": "llama-7b"}  # substring an HF id must contain
+PAPER_N_EDITS = 10_000
+PAPER_SEEDS = 3
+ROUNDING = 0.05
+MIN_TOL = 0.5
+PAPER_EDITORS = ("ft_wd", "rome", "memit", "pmet", "jeep")  # the paper's editors that this package runs
+SINGLE_REGION = ("wo_low", "wo_high", "wo_step2", "wo_step3")
+
+RULES = (
+    "Printed cells (kind 'value') are compared only when our run has the paper's model (GPT-J / LLaMA-7B), "
+    "the paper's dataset (zsRE; Multi-CounterFact for Tables 3-4), official (or mirrored) data and 10,000 edits "
+    "in one batch; otherwise they are 'not comparable' and the reason lists what differs. When comparable, a "
+    f"cell is 'reproduced' if |ours - paper| <= ours_ci95 + paper_ci95 + {ROUNDING} (rounding), at least "
+    f"{MIN_TOL} points.",
+    "Ordering, shape and case claims are evaluated on our own numbers at our scale ('reproduced' / 'not "
+    "reproduced' on point estimates; the reason says whether the 95% intervals separate the values). Missing "
+    "runs make a claim 'not comparable'.",
+    "Ordering margins carry the half-width sqrt(ci1^2 + ci2^2) of a difference of independent estimates. "
+    "Probe shape claims use per-record differences between two layers, with a t-interval over records.",
+)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _f(x: Any) -> float | None:
+    """JSON-safe float (NaN/None -> None)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def _pm(value: float | None, ci: float | None, digits: int = 1) -> str:
+    if _f(value) is None:
+        return "n/a"
+    return f"{value:.{digits}f} ± {ci:.{digits}f}" if _f(ci) is not None else f"{value:.{digits}f} ± n/a"
+
+
+def _diff_ci(a: float | None, b: float | None) -> float | None:
+    a, b = _f(a), _f(b)
+    if a is None or b is None:
+        return None
+    return math.sqrt(a * a + b * b)
+
+
+def _separated(d: float, ci: float | None) -> str:
+    if ci is None:
+        return "no interval for the difference"
+    if abs(d) > ci:
+        return "the 95% intervals separate the values"
+    return "the 95% intervals overlap (not significant at this scale)"
+
+
+def entry(id: str, artifact: str, kind: str, claim: str, paper_value: Any, verdict: str, reason: str, *,
+          paper_interval: float | None = None, value: float | None = None, interval: float | None = None,
+          reproduced: str | None = None, scale: str = "", sources: Iterable[str] = ()) -> dict[str, Any]:
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
+    value, interval = _f(value), _f(interval)
+    if reproduced is None:
+        reproduced = _pm(value, interval) if value is not None else "n/a"
+    return {"id": id, "artifact": artifact, "kind": kind, "claim": claim,
+            "paper_value": _f(paper_value) if isinstance(paper_value, (int, float)) else paper_value,
+            "paper_interval": _f(paper_interval), "reproduced_value": value, "reproduced_interval": interval,
+            "reproduced": reproduced, "verdict": verdict, "reason": reason, "scale": scale,
+            "sources": sorted(set(sources))}
+
+
+def _verdict(holds: bool | None) -> str:
+    return NOT_COMPARABLE if holds is None else REPRODUCED if holds else NOT_REPRODUCED
+
+
+def _scale(row: Mapping[str, Any], dataset: str) -> str:
+    if not row or not int(row.get("n_seeds", 0) or 0):
+        return ""
+    batch = row.get("batch_size")
+    b = f" (batch {int(batch)})" if batch and int(batch) != int(row["n_edits"]) else " (one batch)"
+    return (f"{rp._model_text(row)}, {row['data_source']} {rp.DATASET_LABELS.get(dataset, dataset)}, "
+            f"{int(row['n_edits'])} edits{b}, seeds {row['seeds']}, {rp.interval_kind(int(row['n_seeds']))}")
+
+
+def _files(row: Mapping[str, Any] | None) -> list[str]:
+    if not row or not row.get("files"):
+        return []
+    return [f for f in str(row["files"]).split(", ") if f]
+
+
+def comparability(row: Mapping[str, Any], paper_model: str, paper_dataset: str, dataset: str) -> list[str]:
+    """What keeps our run from being compared with the paper's printed cell (empty list: comparable)."""
+    diffs = []
+    key, mid = str(row.get("model", "")), str(row.get("model_id", "") or "")
+    want = _PAPER_MODEL_IDS[paper_model]
+    if PAPER_MODELS.get(key) != paper_model or (mid and want not in mid.lower()):
+        diffs.append(f"model {key}{f' ({mid})' if mid else ''}, the paper's is {paper_model}")
+    if dataset != paper_dataset:
+        if paper_dataset == "mcf" and dataset == "counterfact":
+            diffs.append("CounterFact records, the paper's are Multi-CounterFact")
+        else:
+            diffs.append(f"dataset {dataset}, the paper's is {paper_dataset}")
+    sources = {s.strip() for s in str(row.get("data_source", "")).split(",") if s.strip()}
+    bad = sorted(sources - {"official", "mirror"})
+    if bad:
+        diffs.append(f"{'/'.join(bad)} data, not the official release")
+    n = int(row.get("n_edits", 0) or 0)
+    if n != PAPER_N_EDITS:
+        diffs.append(f"{n} edits, the paper's are {PAPER_N_EDITS:,}")
+    b = row.get("batch_size")
+    if b and int(b) != n:
+        diffs.append(f"edited in batches of {int(b)}, the paper in one batch")
+    return diffs
+
+
+def _value_entry(id: str, artifact: str, claim: str, paper: float, paper_ci: float | None, row: Mapping | None,
+                 metric: str, paper_model: str, paper_dataset: str, dataset: str, missing: str) -> dict[str, Any]:
+    if not row or not int(row.get("n_seeds", 0) or 0):
+        return entry(id, artifact, "value", claim, paper, NOT_COMPARABLE, f"no run of ours ({missing})",
+                     paper_interval=paper_ci)
+    val, ci = _f(row[f"{metric}_mean"]), _f(row[f"{metric}_ci95"])
+    common = dict(paper_interval=paper_ci, value=val, interval=ci, scale=_scale(row, dataset), sources=_files(row))
+    diffs = comparability(row, paper_model, paper_dataset, dataset)
+    if diffs:
+        return entry(id, artifact, "value", claim, paper, NOT_COMPARABLE, "; ".join(diffs), **common)
+    if val is None:
+        return entry(id, artifact, "value", claim, paper, NOT_COMPARABLE, "our value is undefined", **common)
+    tol = max(MIN_TOL, (ci or 0.0) + (paper_ci or 0.0) + ROUNDING)
+    d = val - paper
+    seeds = int(row["n_seeds"])
+    extra = "" if seeds >= PAPER_SEEDS else f"; {seeds} seed(s), the paper averages {PAPER_SEEDS}"
+    ok = abs(d) <= tol
+    return entry(id, artifact, "value", claim, paper, REPRODUCED if ok else NOT_REPRODUCED,
+                 f"same model, data and scale; ours - paper = {d:+.1f} ({'within' if ok else 'outside'} the "
+                 f"tolerance {tol:.2f}){extra}", **common)
+
+
+# ------------------------------------------------------------------ loading our numbers
+
+
+def _main_rows(main: pd.DataFrame, dataset: str) -> dict[str, dict[str, Any]]:
+    """Plain method runs (name == method) on one dataset, seeds combined; several scales -> the largest."""
+    sub = main[(main["dataset"] == dataset) & (main["name"] == main["method"])] if not main.empty else main
+    out: dict[str, dict[str, Any]] = {}
+    for name, g in sub.groupby("name"):
+        note = ""
+        if g["n_edits"].nunique() > 1:
+            top = int(g["n_edits"].max())
+            note = f"runs at several scales; the largest ({top} edits) is used"
+            g = g[g["n_edits"] == top]
+        row = rp._combined(g)
+        row["batch_size"] = int(g["batch_size"].max())
+        row["scale_note"] = note
+        out[str(name)] = row
+    return out
+
+
+def _frame_rows(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {str(k): dict(r) for k, r in frame.iterrows() if int(r.get("n_seeds", 0) or 0)}
+
+
+def _pick(datasets: Sequence[str], prefer: Sequence[str]) -> str | None:
+    for d in prefer:
+        if d in datasets:
+            return d
+    return datasets[0] if datasets else None
+
+
+# ------------------------------------------------------------------ Tables 2 and 3
+
+
+def _paper_method_key(label: str) -> str | None:
+    for k, v in rp.METHOD_LABELS.items():
+        if v == label:
+            return k
+    return None
+
+
+def _table_values(table: str, rows: dict[str, dict], dataset: str | None) -> list[dict[str, Any]]:
+    artifact = {"table2": "Table 2", "table3": "Table 3"}[table]
+    paper_dataset = {"table2": "zsre", "table3": "mcf"}[table]
+    out = []
+    for pm in ("GPT-J", "LLaMA"):
+        prs = rp.paper_rows(table, pm)
+        for label, pr in prs.iterrows():
+            if pr["status"] == rp.QUOTED:
+                continue  # MEND, MALMEN: quoted in the tables, not claims we can check
+            key = _paper_method_key(str(label))
+            for m in rp.METRIC_COLUMNS:
+                paper_ci = None if m == "Score" else _f(pr[f"{m}_ci95"])
+                claim = f"{artifact}, {pm}, {label}: {m} = {pr[m]:.1f}" + (f" ± {paper_ci:.1f}" if paper_ci else "")
+                missing = (f"metrics/main/{key}_{dataset}_s*.json" if dataset else
+                           f"no {rp.DATASET_LABELS.get(paper_dataset)} runs in metrics/main")
+                out.append(_value_entry(f"{artifact.replace(' ', '')}-{pm}-{label}-{m}", artifact, claim,
+                                        float(pr[m]), paper_ci, rows.get(key) if key else None, m, pm, paper_dataset,
+                                        dataset or paper_dataset, missing))
+    return out
+
+
+def _paper_order_text(table: str, metric: str = "Score") -> str:
+    parts = []
+    for pm in ("GPT-J", "LLaMA"):
+        pr = rp.paper_rows(table, pm)
+        pr = pr[pr.index != "Unedited"].sort_values(metric, ascending=False)
+        parts.append(f"{pm}: " + " > ".join(f"{i} {v:.1f}" for i, v in pr[metric].items()))
+    return "; ".join(parts)
+
+
+def _best_claim(id: str, artifact: str, claim: str, paper: str, rows: dict[str, dict], dataset: str | None,
+                metrics: Sequence[str], *, pool: Sequence[str] = PAPER_EDITORS) -> dict[str, Any]:
+    """JEEP strictly above every other method of `pool` that we ran, on each of `metrics`."""
+    others = [k for k in pool if k != "jeep" and k in rows]
+    if dataset is None or "jeep" not in rows or not others:
+        need = "JEEP and at least one other editor"
+        return entry(id, artifact, "ordering", claim, paper, NOT_COMPARABLE,
+                     f"needs {need} on {dataset or 'this dataset'}; have {sorted(rows) or 'no runs'}")
+    j = rows["jeep"]
+    holds, texts, margins = True, [], []
+    for m in metrics:
+        best = max(others, key=lambda k: (_f(rows[k][f"{m}_mean"]) or -1.0))
+        jm, bm = _f(j[f"{m}_mean"]), _f(rows[best][f"{m}_mean"])
+        if jm is None or bm is None:
+            return entry(id, artifact, "ordering", claim, paper, NOT_COMPARABLE, f"{m} undefined for some run")
+        d, ci = jm - bm, _diff_ci(j[f"{m}_ci95"], rows[best][f"{m}_ci95"])
+        holds &= d > 0
+        margins.append((d, ci))
+        texts.append(f"{m}: JEEP {_pm(jm, j[f'{m}_ci95'])} vs best other {rp.method_label(best)} "
+                     f"{_pm(bm, rows[best][f'{m}_ci95'])} (margin {_pm(d, ci)}; {_separated(d, ci)})")
+    extra = ""
+    if "alphaedit" in rows and "alphaedit" not in pool:
+        a = rows["alphaedit"]
+        extra = f" AlphaEdit (not in the paper) for reference: " + ", ".join(
+            f"{m} {_pm(a[f'{m}_mean'], a[f'{m}_ci95'])}" for m in metrics) + "."
+    d0, c0 = min(margins, key=lambda t: t[0])
+    return entry(id, artifact, "ordering", claim, paper, _verdict(holds),
+                 f"Evaluated on our numbers among {', '.join(rp.method_label(k) for k in ['jeep', *others])}. "
+                 + "; ".join(texts) + "." + extra,
+                 value=d0, interval=c0, reproduced="; ".join(texts), scale=_scale(j, dataset),
+                 sources=[f for k in ["jeep", *others] for f in _files(rows[k])])
+
+
+def _pair_claim(id: str, artifact: str, claim: str, paper: str, a: Mapping | None, b: Mapping | None,
+                la: str, lb: str, metric: str, *, strict: bool, dataset: str | None, higher: bool = True,
+                what: str = "") -> dict[str, Any]:
+    """`a` above `b` on `metric` (strictly or ≥); `higher=False` asks for a below b."""
+    if not a or not b:
+        missing = [lab for lab, r in ((la, a), (lb, b)) if not r]
+        return entry(id, artifact, "ordering", claim, paper, NOT_COMPARABLE,
+                     f"no run of ours for {', '.join(missing)}{what}")
+    va, vb = _f(a[f"{metric}_mean"]), _f(b[f"{metric}_mean"])
+    if va is None or vb is None:
+        return entry(id, artifact, "ordering", claim, paper, NOT_COMPARABLE, f"{metric} undefined")
+    d = va - vb if higher else vb - va
+    ci = _diff_ci(a[f"{metric}_ci95"], b[f"{metric}_ci95"])
+    holds = d > 0 if strict else d >= 0
+    text = f"{metric}: {la} {_pm(va, a[f'{metric}_ci95'])} vs {lb} {_pm(vb, b[f'{metric}_ci95'])}"
+    return entry(id, artifact, "ordering", claim, paper, _verdict(holds),
+                 f"Evaluated on our numbers: {text} (margin {_pm(d, ci)}; {_separated(d, ci)}).",
+                 value=d, interval=ci, reproduced=text, scale=_scale(a, dataset or ""),
+                 sources=_files(a) + _files(b))
+
+
+def _tables_2_3(main: pd.DataFrame, ds2: str | None, ds3: str | None) -> list[dict[str, Any]]:
+    r2 = _main_rows(main, ds2) if ds2 else {}
+    r3 = _main_rows(main, ds3) if ds3 else {}
+    out = _table_values("table2", r2, ds2) + _table_values("table3", r3, ds3)
+    # Table 2 (zsRE) orderings, Sec. 5.2
+    out.append(_best_claim("T2-best-score", "Table 2", "JEEP has the best Score among the editors on zsRE",
+                           _paper_order_text("table2"), r2, ds2, ["Score"]))
+    out.append(_best_claim(
+        "T2-best-ES-GS-LS", "Table 2",
+        "JEEP is best on each of ES, GS and LS among the editors on zsRE ('superior performance across all three "
+        "metrics on both models')",
+        "GPT-J: JEEP 98.4 / 91.5 / 26.9 vs best other 98.3 (MALMEN) / 90.6 (PMET) / 26.7 (PMET); LLaMA: 96.0 / "
+        "93.2 / 49.1 vs 95.1 (MEMIT) / 89.5 (MEMIT) / 48.0 (PMET)", r2, ds2, ["ES", "GS", "LS"]))
+    out.append(_pair_claim("T2-ES-JEEP-ge-MEMIT", "Table 2", "JEEP ES ≥ MEMIT ES on zsRE",
+                           "GPT-J 98.4 ≥ 96.7; LLaMA 96.0 ≥ 95.1", r2.get("jeep"), r2.get("memit"), "JEEP", "MEMIT",
+                           "ES", strict=False, dataset=ds2))
+    out.append(_pair_claim("T2-ROME-below-FT", "Table 2",
+                           "ROME scores below FT-WD on zsRE ('MEND and ROME perform even worse than simple "
+                           "fine-tuning'; MEND is not implemented here)",
+                           "GPT-J: ROME 2.6 < FT-WD 42.1 (MEND 20.0)", r2.get("rome"), r2.get("ft_wd"), "ROME",
+                           "FT-WD", "Score", strict=True, dataset=ds2, higher=False))
+    out.append(_significance_claim(r2, ds2))
+    # Table 3 (Multi-CounterFact) orderings, Sec. 5.3
+    out.append(_best_claim("T3-best-score", "Table 3",
+                           "JEEP has the best Score among the editors on (Multi-)CounterFact",
+                           _paper_order_text("table3"), r3, ds3, ["Score"]))
+    out.append(_best_claim("T3-best-ES", "Table 3", "JEEP has the best ES among the editors on (Multi-)CounterFact "
+                           "('achieves the best efficacy')", _paper_order_text("table3", "ES"), r3, ds3, ["ES"]))
+    out.append(_pair_claim("T3-ES-JEEP-ge-MEMIT", "Table 3", "JEEP ES ≥ MEMIT ES on (Multi-)CounterFact",
+                           "GPT-J 99.8 ≥ 98.9; LLaMA 99.8 ≥ 98.4", r3.get("jeep"), r3.get("memit"), "JEEP", "MEMIT",
+                           "ES", strict=False, dataset=ds3))
+    out.append(_no_dominant_claim(r3, ds3))
+    return out
+
+
+def _significance_claim(rows: dict[str, dict], dataset: str | None) -> dict[str, Any]:
+    id, art = "T2-significant", "Table 2"
+    claim = ("JEEP's improvements over the baselines on zsRE are statistically significant (its 95% interval lies "
+             "above every other editor's on ES, GS and LS)")
+    paper = "e.g. LLaMA GS: JEEP 93.2 ± 0.4 vs MEMIT 89.5 ± 0.4 (the paper's intervals)"
+    others = [k for k in PAPER_EDITORS if k != "jeep" and k in rows]
+    if dataset is None or "jeep" not in rows or not others:
+        return entry(id, art, "ordering", claim, paper, NOT_COMPARABLE,
+                     f"needs JEEP and another editor on zsRE; have {sorted(rows) or 'no runs'}")
+    j = rows["jeep"]
+    holds, bad, worst = True, [], None
+    for m in ("ES", "GS", "LS"):
+        jm, jc = _f(j[f"{m}_mean"]), _f(j[f"{m}_ci95"])
+        for k in others:
+            om, oc = _f(rows[k][f"{m}_mean"]), _f(rows[k][f"{m}_ci95"])
+            if None in (jm, jc, om, oc):
+                return entry(id, art, "ordering", claim, paper, NOT_COMPARABLE,
+                             f"an interval is undefined ({m}, {rp.method_label(k)}); needs ≥ 2 records or seeds")
+            gap = (jm - jc) - (om + oc)
+            worst = gap if worst is None else min(worst, gap)
+            if gap <= 0:
+                holds = False
+                bad.append(f"{m} vs {rp.method_label(k)}: JEEP {_pm(jm, jc)}, {rp.method_label(k)} {_pm(om, oc)}")
+    reason = ("Evaluated on our numbers: every interval separated." if holds else
+              "Evaluated on our numbers; not separated: " + "; ".join(bad) + ".")
+    return entry(id, art, "ordering", claim, paper, _verdict(holds), reason, value=worst,
+                 reproduced=f"smallest gap between JEEP's lower and a baseline's upper bound: {worst:.1f}",
+                 scale=_scale(j, dataset), sources=[f for k in ["jeep", *others] for f in _files(rows[k])])
+
+
+def _no_dominant_claim(rows: dict[str, dict], dataset: str | None) -> dict[str, Any]:
+    id, art = "T3-no-dominant", "Table 3"
+    claim = ("No method is best on all three of ES, GS and LS on (Multi-)CounterFact ('no method consistently "
+             "exceeds the others across all metrics')")
+    paper = "LLaMA: ES best JEEP 99.8, GS best PMET 86.2, LS best Unedited 83.8"
+    if dataset is None or len(rows) < 2:
+        return entry(id, art, "ordering", claim, paper, NOT_COMPARABLE,
+                     f"needs at least two methods; have {sorted(rows) or 'no runs'}")
+    best = {}
+    for m in ("ES", "GS", "LS"):
+        vals = {k: _f(r[f"{m}_mean"]) for k, r in rows.items()}
+        top = max(v for v in vals.values() if v is not None)
+        best[m] = sorted(k for k, v in vals.items() if v == top)
+    dominant = set(best["ES"]) & set(best["GS"]) & set(best["LS"])
+    text = "; ".join(f"{m} best: {', '.join(rp.method_label(k) for k in ks)}" for m, ks in best.items())
+    any_row = next(iter(rows.values()))
+    return entry(id, art, "ordering", claim, paper, _verdict(not dominant),
+                 f"Evaluated on our numbers among {len(rows)} methods (Unedited included). {text}."
+                 + (f" {', '.join(rp.method_label(k) for k in sorted(dominant))} is best on all three." if dominant else ""),
+                 reproduced=text, scale=_scale(any_row, dataset),
+                 sources=[f for r in rows.values() for f in _files(r)])
+
+
+# ------------------------------------------------------------------ Table 4
+
+
+def _table4(metrics_root: Path, main: pd.DataFrame, ds: str | None, model: str | None) -> list[dict[str, Any]]:
+    if ds is not None:
+        fr = rp.ablation_frame(metrics_root, ds, model=model)
+        rows = _frame_rows(fr)
+    else:
+        fr, rows = rp.paper_table4(), {}
+    out = []
+    p4 = rp.paper_table4()
+    for key, pr in p4.iterrows():
+        for m in rp.METRIC_COLUMNS:
+            claim = f"Table 4, {pr['label']}: {m} = {pr[m]:.1f}"
+            where = ("metrics/main/jeep_" if key == "full" else f"metrics/ablation/jeep-variant={key}_") + \
+                    f"{ds or '<dataset>'}_s*.json"
+            out.append(_value_entry(f"Table4-{key}-{m}", "Table 4", claim, float(pr[m]), None, rows.get(key), m,
+                                    "LLaMA", "mcf", ds or "mcf", where))
+    L = rp.ABLATION_LABELS
+    P = {k: float(p4.loc[k, "Score"]) for k in p4.index}
+    # every ablation below JEEP
+    claim = "Every ablation variant scores below full JEEP (Score)"
+    paper = f"JEEP {P['full']:.1f} > " + ", ".join(f"{L[k]} {P[k]:.1f}" for k in rp.ABLATION_ORDER if k != "full")
+    variants = [k for k in rp.ABLATION_ORDER if k != "full" and k in rows]
+    if "full" not in rows or not variants:
+        out.append(entry("T4-all-below-JEEP", "Table 4", "ordering", claim, paper, NOT_COMPARABLE,
+                         f"needs full JEEP and at least one variant on {ds or 'the ablation dataset'}; have "
+                         f"{sorted(rows) or 'no runs'}"))
+    else:
+        f = rows["full"]
+        diffs = {k: (_f(f["Score_mean"]) or 0.0) - (_f(rows[k]["Score_mean"]) or 0.0) for k in variants}
+        worst = min(diffs, key=diffs.get)
+        fails = [k for k in variants if diffs[k] <= 0]
+        missing = [L[k] for k in rp.ABLATION_ORDER if k != "full" and k not in rows]
+        ci = _diff_ci(f["Score_ci95"], rows[worst]["Score_ci95"])
+        text = "; ".join(f"{L[k]} {_pm(rows[k]['Score_mean'], rows[k]['Score_ci95'])}" for k in variants)
+        out.append(entry(
+            "T4-all-below-JEEP", "Table 4", "ordering", claim, paper, _verdict(not fails),
+            f"Evaluated on our numbers: JEEP {_pm(f['Score_mean'], f['Score_ci95'])}; {text}. Smallest margin "
+            f"{L[worst]}: {_pm(diffs[worst], ci)} ({_separated(diffs[worst], ci)})."
+            + (f" At or above JEEP: {', '.join(L[k] for k in fails)}." if fails else "")
+            + (f" Not run: {', '.join(missing)}." if missing else ""),
+            value=diffs[worst], interval=ci, reproduced=text, scale=_scale(f, ds or ""),
+            sources=[x for k in ["full", *variants] for x in _files(rows[k])]))
+    # w/o Step 2 is the worst row
+    claim = "w/o Step 2 is the worst Table 4 row (lowest Score)"
+    paper = f"w/o Step 2 {P['wo_step2']:.1f}; next lowest w/o δ′ & Step 2 {P['wo_low']:.1f}"
+    present = [k for k in rp.ABLATION_ORDER if k in rows]
+    if "wo_step2" not in rows or len(present) < 2:
+        out.append(entry("T4-wo-step2-worst", "Table 4", "ordering", claim, paper, NOT_COMPARABLE,
+                         f"needs w/o Step 2 and another row; have {[L[k] for k in present] or 'no runs'}"))
+    else:
+        others = [k for k in present if k != "wo_step2"]
+        low = min(others, key=lambda k: _f(rows[k]["Score_mean"]) or 0.0)
+        out.append(_pair_claim("T4-wo-step2-worst", "Table 4", claim, paper, rows["wo_step2"], rows[low],
+                               L["wo_step2"], f"the next lowest, {L[low]}", "Score", strict=True, dataset=ds,
+                               higher=False))
+    # single-region: low beats high
+    out.append(_pair_claim("T4-low-only-beats-high-only", "Table 4",
+                           "Editing only the low layers beats editing only the high layers: w/o δ* & Step 3 above "
+                           "w/o δ′ & Step 2 (Score)", f"{P['wo_high']:.1f} > {P['wo_low']:.1f}",
+                           rows.get("wo_high"), rows.get("wo_low"), L["wo_high"], L["wo_low"], "Score", strict=True,
+                           dataset=ds))
+    out.append(_pair_claim("T4-wo-step3-beats-wo-step2", "Table 4",
+                           "With joint δ, updating only the low layers beats only the high layers: w/o Step 3 above "
+                           "w/o Step 2 (Score)", f"{P['wo_step3']:.1f} > {P['wo_step2']:.1f}",
+                           rows.get("wo_step3"), rows.get("wo_step2"), L["wo_step3"], L["wo_step2"], "Score",
+                           strict=True, dataset=ds))
+    out.append(_pair_claim("T4-dual-delta-high-worse", "Table 4",
+                           "Computing both δ but updating only the high layers is worse than computing δ* alone: "
+                           "w/o Step 2 below w/o δ′ & Step 2 (Score)", f"{P['wo_step2']:.1f} < {P['wo_low']:.1f}",
+                           rows.get("wo_step2"), rows.get("wo_low"), L["wo_step2"], L["wo_low"], "Score",
+                           strict=True, dataset=ds, higher=False))
+    out.append(_pair_claim("T4-dual-delta-low-worse", "Table 4",
+                           "Computing both δ but updating only the low layers is worse than computing δ′ alone: "
+                           "w/o Step 3 below w/o δ* & Step 3 (Score)", f"{P['wo_step3']:.1f} < {P['wo_high']:.1f}",
+                           rows.get("wo_step3"), rows.get("wo_high"), L["wo_step3"], L["wo_high"], "Score",
+                           strict=True, dataset=ds, higher=False))
+    out.append(_pair_claim("T4-separate-below-low-only", "Table 4",
+                           "Separate Optimization scores below the single-region low-layer edit w/o δ* & Step 3 "
+                           "('worse than single-region editing')", f"{P['separate']:.1f} < {P['wo_high']:.1f}",
+                           rows.get("separate"), rows.get("wo_high"), L["separate"], L["wo_high"], "Score",
+                           strict=True, dataset=ds, higher=False))
+    # even spread: LS up, ES and GS down vs JEEP
+    e, f = rows.get("even_spread"), rows.get("full")
+    claim = "Even Spread in Step 2 has better LS than JEEP at the cost of ES and GS"
+    paper = "LS 76.3 > 75.7; ES 98.8 < 99.8; GS 84.0 < 85.4"
+    if not e or not f:
+        out.append(entry("T4-even-spread-tradeoff", "Table 4", "ordering", claim, paper, NOT_COMPARABLE,
+                         "needs Even Spread in Step 2 and JEEP runs"))
+    else:
+        parts, holds = [], True
+        for m, want_higher in (("LS", True), ("ES", False), ("GS", False)):
+            d = (_f(e[f"{m}_mean"]) or 0.0) - (_f(f[f"{m}_mean"]) or 0.0)
+            holds &= d > 0 if want_higher else d < 0
+            parts.append(f"{m}: Even Spread {_pm(e[f'{m}_mean'], e[f'{m}_ci95'])} vs JEEP "
+                         f"{_pm(f[f'{m}_mean'], f[f'{m}_ci95'])}")
+        out.append(entry("T4-even-spread-tradeoff", "Table 4", "ordering", claim, paper, _verdict(holds),
+                         "Evaluated on our numbers: " + "; ".join(parts) + ".", reproduced="; ".join(parts),
+                         scale=_scale(f, ds or ""), sources=_files(e) + _files(f)))
+    for key, cid in (("even_spread", "T4-even-spread-beats-single-region"), ("mhsa_step3", "T4-mhsa-beats-single-region")):
+        claim = f"{L[key]} outperforms every single-region variant (Score)"
+        paper = f"{P[key]:.1f} > max single-region {max(P[k] for k in SINGLE_REGION):.1f} ({L['wo_high']})"
+        singles = [k for k in SINGLE_REGION if k in rows]
+        if key not in rows or not singles:
+            out.append(entry(cid, "Table 4", "ordering", claim, paper, NOT_COMPARABLE,
+                             f"needs {L[key]} and single-region variants; have {[L[k] for k in rows] or 'no runs'}"))
+            continue
+        best = max(singles, key=lambda k: _f(rows[k]["Score_mean"]) or 0.0)
+        ent = _pair_claim(cid, "Table 4", claim, paper, rows[key], rows[best], L[key], f"the best single-region "
+                          f"variant, {L[best]}", "Score", strict=True, dataset=ds)
+        miss = [L[k] for k in SINGLE_REGION if k not in rows]
+        if miss and ent["verdict"] != NOT_COMPARABLE:
+            ent["reason"] += f" Not run: {', '.join(miss)}."
+        out.append(ent)
+    # w/o δ* & Step 3 == MEMIT (paper: identical rows)
+    memit = _main_rows(main, ds).get("memit") if ds else None
+    w = rows.get("wo_high")
+    claim = "w/o δ* & Step 3 gives the same numbers as MEMIT (the paper's rows are identical)"
+    paper = "84.1 / 98.4 / 80.6 / 76.3 in both Table 4 and Table 3 (LLaMA), although the paper's MEMIT and JEEP-low " \
+            "settings differ (γ 0.9 vs 1, λ 4000 vs 2500)"
+    if not w or not memit:
+        out.append(entry("T4-wo-high-equals-MEMIT", "Table 4", "ordering", claim, paper, NOT_COMPARABLE,
+                         "needs w/o δ* & Step 3 and MEMIT runs on the same dataset"))
+    else:
+        parts, holds = [], True
+        for m in rp.METRIC_COLUMNS:
+            a, b = _f(w[f"{m}_mean"]), _f(memit[f"{m}_mean"])
+            ci = (_f(w[f"{m}_ci95"]) or 0.0) + (_f(memit[f"{m}_ci95"]) or 0.0)
+            holds &= a is not None and b is not None and abs(a - b) <= ci + ROUNDING
+            parts.append(f"{m} {_pm(a, w[f'{m}_ci95'])} vs {_pm(b, memit[f'{m}_ci95'])}")
+        out.append(entry("T4-wo-high-equals-MEMIT", "Table 4", "ordering", claim, paper, _verdict(holds),
+                         "Evaluated on our numbers (agreement = overlapping 95% intervals): " + "; ".join(parts)
+                         + ". Our variant uses JEEP's low-layer settings (clamp_low, lambda_low), not MEMIT's.",
+                         reproduced="; ".join(parts), scale=_scale(w, ds or ""), sources=_files(w) + _files(memit)))
+    return out
+
+
+# ------------------------------------------------------------------ Fig. 4 and Fig. 6
+
+
+def _fig4(metrics_root: Path, ds: str | None, model: str | None) -> list[dict[str, Any]]:
+    art = "Fig. 4"
+    fr = rp.scaling_frame(metrics_root, ds, model=model) if ds else pd.DataFrame()
+    claims = [
+        ("F4-JEEP-best-every-m", "JEEP has the best Score among MEMIT, PMET and JEEP at every number of edits m "
+                                 "(ties allowed)", "'JEEP consistently delivers better overall results' (LLaMA, MCF, "
+                                                   "m = 1 ... 10,000)"),
+        ("F4-margin-grows", "JEEP's Score margin over the best of MEMIT and PMET grows with m (largest m vs smallest m)",
+         "'the improvements becoming more pronounced as the number of edits grows'"),
+        ("F4-ES-100", "JEEP's ES is 100% at every m except the largest",
+         "'JEEP achieves 100% accuracy in all cases except for 10,000 edits'"),
+    ]
+    have = sorted(set(fr["method"])) if not fr.empty else []
+    if "jeep" not in have or len(have) < 2:
+        why = f"needs scaling runs of JEEP and MEMIT or PMET in metrics/scaling (have {have or 'none'})"
+        out = [entry(i, art, "ordering", c, p, NOT_COMPARABLE, why) for i, c, p in claims[:2]]
+        out.append(_es100(fr, *claims[2], ds) if "jeep" in have else
+                   entry(*claims[2][:1], art, "ordering", *claims[2][1:], NOT_COMPARABLE, why))
+        return out
+    piv = fr.pivot(index="m", columns="method", values="Score_mean")
+    cis = fr.pivot(index="m", columns="method", values="Score_ci95")
+    others = [m for m in piv.columns if m != "jeep"]
+    ms = [m for m in piv.index if not math.isnan(piv.loc[m, "jeep"]) and piv.loc[m, others].notna().any()]
+    first = fr[fr["method"] == "jeep"].iloc[0]
+    scale = (f"{rp._model_text(first)}, {first['data_source']} {rp.DATASET_LABELS.get(ds, ds)}, m = "
+             f"{min(ms)} ... {max(ms)}, up to {int(fr['n_chunks'].max())} chunk(s) per m, seeds {first['seeds']}, "
+             f"{rp.interval_kind(int(first['n_seeds']))}")
+    sources = sorted(set(str(f) for f in rp.load_scaling(metrics_root, dataset=ds)["file"]))
+    margins, wins, ties = {}, 0, 0
+    for m in ms:
+        best_other = max(others, key=lambda k: piv.loc[m, k] if not math.isnan(piv.loc[m, k]) else -1)
+        d = float(piv.loc[m, "jeep"] - piv.loc[m, best_other])
+        margins[m] = (d, _diff_ci(cis.loc[m, "jeep"], cis.loc[m, best_other]), best_other)
+        wins += d > 0
+        ties += d == 0
+    losses = [m for m in ms if margins[m][0] < 0]
+    worst = min(ms, key=lambda m: margins[m][0])
+    text = (f"JEEP ≥ the others at {len(ms) - len(losses)} of {len(ms)} sizes (strictly above at {wins}, tied at "
+            f"{ties}); smallest margin {_pm(margins[worst][0], margins[worst][1])} at m = {worst} vs "
+            f"{rp.method_label(margins[worst][2])}")
+    out = [entry(claims[0][0], art, "ordering", claims[0][1], claims[0][2], _verdict(not losses),
+                 f"Evaluated on our numbers: {text}." + (f" Below at m = {', '.join(map(str, losses))}." if losses else ""),
+                 value=margins[worst][0], interval=margins[worst][1], reproduced=text, scale=scale, sources=sources)]
+    lo, hi = min(ms), max(ms)
+    if lo == hi:
+        out.append(entry(claims[1][0], art, "ordering", claims[1][1], claims[1][2], NOT_COMPARABLE,
+                         "only one batch size", scale=scale, sources=sources))
+    else:
+        g = margins[hi][0] - margins[lo][0]
+        gci = _diff_ci(margins[hi][1], margins[lo][1])
+        t = f"margin {_pm(margins[lo][0], margins[lo][1])} at m = {lo}, {_pm(margins[hi][0], margins[hi][1])} at m = {hi}"
+        out.append(entry(claims[1][0], art, "ordering", claims[1][1], claims[1][2], _verdict(g > 0),
+                         f"Evaluated on our numbers: {t} (growth {_pm(g, gci)}; {_separated(g, gci)}).",
+                         value=g, interval=gci, reproduced=t, scale=scale, sources=sources))
+    out.append(_es100(fr, *claims[2], ds, scale=scale, sources=sources))
+    return out
+
+
+def _es100(fr: pd.DataFrame, id: str, art: str, claim: str, paper: str, ds: str | None, *, scale: str = "",
+           sources: Sequence[str] = ()) -> dict[str, Any]:
+    j = fr[fr["method"] == "jeep"].sort_values("m")
+    if j.empty or len(j) < 2:
+        return entry(id, art, "ordering", claim, paper, NOT_COMPARABLE, "needs JEEP scaling runs at ≥ 2 sizes")
+    below = j[j["m"] < j["m"].max()]
+    short = below[below["ES_mean"] < 100.0 - 1e-9]
+    text = "ES " + ", ".join(f"{v:.1f} (m={int(m)})" for m, v in zip(j["m"], j["ES_mean"]))
+    return entry(id, art, "ordering", claim, paper, _verdict(short.empty),
+                 f"Evaluated on our numbers: {text}." + (f" Below 100% at m = {', '.join(str(int(m)) for m in short['m'])}."
+                                                         if not short.empty else ""),
+                 value=float(below["ES_mean"].min()), reproduced=text, scale=scale, sources=sources)
+
+
+def _fig6(metrics_root: Path, ds: str | None, model: str | None) -> list[dict[str, Any]]:
+    art = "Fig. 6"
+    fr = rp.sweep_frame(metrics_root, ds, model=model) if ds else pd.DataFrame()
+    out = []
+    paper_best = "the best values lie well below γ′ = 1 (the paper uses γ* = 0.25)"
+    if fr.empty:
+        out.append(entry("F6-best-below-low-clamp", art, "ordering", "The best γ* (by Score) is smaller than γ′",
+                         paper_best, NOT_COMPARABLE, "no sweep runs in metrics/sweep"))
+        for m in rp.METRIC_COLUMNS:
+            out.append(entry(f"F6-{m}-rises-then-falls", art, "shape",
+                             f"{m} first increases, then decreases as γ* grows", "'each metric initially increases "
+                             "and then decreases as γ* grows'", NOT_COMPARABLE, "no sweep runs in metrics/sweep"))
+        return out
+    first = fr.iloc[0]
+    scale = (f"{rp._model_text(first)}, {first['data_source']} {rp.DATASET_LABELS.get(ds, ds)}, {int(first['n_edits'])} "
+             f"edits, γ* ∈ {{{', '.join(f'{g:g}' for g in fr['gamma'])}}}, seeds {first['seeds']}, "
+             f"{rp.interval_kind(int(first['n_seeds']))}")
+    sources = [f for fs in fr["files"] for f in str(fs).split(", ")]
+    low = _f(first["clamp_low"]) or 1.0
+    i = int(np.nanargmax(fr["Score_mean"].to_numpy(dtype=float)))
+    g = float(fr["gamma"].iloc[i])
+    text = "Score " + ", ".join(f"{v:.1f} (γ*={gg:g})" for gg, v in zip(fr["gamma"], fr["Score_mean"]))
+    out.append(entry("F6-best-below-low-clamp", art, "ordering", f"The best γ* (by Score) is smaller than γ′ = {low:g}",
+                     paper_best, _verdict(g < low), f"Evaluated on our numbers: best γ* = {g:g} ({text}).",
+                     value=g, reproduced=f"best γ* = {g:g}", scale=scale, sources=sources))
+    for m in rp.METRIC_COLUMNS:
+        y = fr[f"{m}_mean"].to_numpy(dtype=float)
+        cid, claim = f"F6-{m}-rises-then-falls", f"{m} first increases, then decreases as γ* grows"
+        paper = "'each metric initially increases and then decreases as γ* grows'"
+        if len(y) < 3 or np.isnan(y).any():
+            out.append(entry(cid, art, "shape", claim, paper, NOT_COMPARABLE,
+                             "needs ≥ 3 γ* values with defined means", scale=scale, sources=sources))
+            continue
+        k = int(np.argmax(y))
+        holds = 0 < k < len(y) - 1 and y[k] > y[0] and y[k] > y[-1]
+        t = f"{m} " + ", ".join(f"{v:.1f}" for v in y) + f" at γ* = {', '.join(f'{gg:g}' for gg in fr['gamma'])}"
+        out.append(entry(cid, art, "shape", claim, paper, _verdict(holds),
+                         f"Evaluated on our numbers: maximum {y[k]:.1f} at γ* = {fr['gamma'].iloc[k]:g} "
+                         f"({'interior' if 0 < k < len(y) - 1 else 'an end of the grid'}); {t}.",
+                         value=float(fr["gamma"].iloc[k]), reproduced=t, scale=scale, sources=sources))
+    return out
+
+
+# ------------------------------------------------------------------ Table 1 and App. D
+
+
+def _contains(text: str, target: str) -> bool:
+    return bool(target.strip()) and target.strip().lower() in text.lower()
+
+
+def _table1(metrics_root: Path, ds: str | None) -> list[dict[str, Any]]:
+    art = "Table 1"
+    c1 = "MEMIT, PMET and JEEP all produce the new target on the edited prompt"
+    p1 = "LLaMA, zsRE, 'Henry S. LeBlanc': all three answer 'Canada'"
+    c2 = ("Only JEEP is right on both the equivalent prompt (new target) and the unrelated prompt (same continuation "
+          "as the unedited model)")
+    p2 = "equivalent: MEMIT 'of course', PMET/JEEP 'Canada'; unrelated: MEMIT 'liver', PMET repeats the question, JEEP 'liver'"
+    try:
+        fr = rp.case_study_frame(metrics_root, ds, unedited=True) if ds else pd.DataFrame()
+    except InputError as e:
+        return [entry("T1-edited-all", art, "case", c1, p1, NOT_COMPARABLE, str(e)),
+                entry("T1-only-JEEP-both", art, "case", c2, p2, NOT_COMPARABLE, str(e))]
+    cols = [rp.method_label(m) for m in rp.EDITORS]
+    if fr.empty or any(c not in fr.columns or (fr[c] == "no run").all() for c in cols):
+        reason = "needs case studies of MEMIT, PMET and JEEP in metrics/main"
+        return [entry("T1-edited-all", art, "case", c1, p1, NOT_COMPARABLE, reason),
+                entry("T1-only-JEEP-both", art, "case", c2, p2, NOT_COMPARABLE, reason)]
+    case = fr.attrs.get("case", {})
+    target = str(case.get("target_new") or "")
+    scale = fr.attrs.get("note", "").split(". Greedy")[0]
+    src = sorted(str(p) for m in ("none", *rp.EDITORS)
+                 for p in (Path(metrics_root) / "main").glob(f"{m}_{ds}_s*.json"))
+    edited = {c: _contains(str(fr.loc["Edited", c]), target) for c in cols}
+    t1 = "; ".join(f"{c}: {fr.loc['Edited', c]!r}" for c in cols)
+    out = [entry("T1-edited-all", art, "case", c1, p1, _verdict(all(edited.values())),
+                 f"One record (case {case.get('case_id')}), greedy continuation contains {target!r}: "
+                 + ", ".join(f"{c} {'yes' if v else 'no'}" for c, v in edited.items()) + ".",
+                 reproduced=t1, scale=scale, sources=src)]
+    if "Equivalent" not in fr.index or "Unrelated" not in fr.index or "Unedited" not in fr.columns:
+        out.append(entry("T1-only-JEEP-both", art, "case", c2, p2, NOT_COMPARABLE,
+                         "needs equivalent and unrelated prompts and the unedited model's continuation (run 'none')",
+                         reproduced=t1, scale=scale, sources=src))
+        return out
+    proper = {c: _contains(str(fr.loc["Equivalent", c]), target)
+              and str(fr.loc["Unrelated", c]).strip() == str(fr.loc["Unrelated", "Unedited"]).strip() for c in cols}
+    holds = proper["JEEP"] and not any(v for c, v in proper.items() if c != "JEEP")
+    t2 = "; ".join(f"{c}: equivalent {fr.loc['Equivalent', c]!r}, unrelated {fr.loc['Unrelated', c]!r}" for c in cols)
+    out.append(entry("T1-only-JEEP-both", art, "case", c2, p2, _verdict(holds),
+                     f"One record (case {case.get('case_id')}); unedited continuation of the unrelated prompt "
+                     f"{fr.loc['Unrelated', 'Unedited']!r}. Right on both: "
+                     + ", ".join(f"{c} {'yes' if v else 'no'}" for c, v in proper.items()) + ".",
+                     reproduced=t2, scale=scale, sources=src))
+    return out
+
+
+def _timing(main: pd.DataFrame, ds: str | None) -> list[dict[str, Any]]:
+    claim = "JEEP edits no slower than MEMIT (target optimisation + weight update)"
+    paper = "10k MCF edits on an A100: JEEP 3.3 h vs MEMIT 9 h (GPT-J); 3.6 h vs 3.6 h (LLaMA)"
+    rows = _main_rows(main, ds) if ds else {}
+    j, m = rows.get("jeep"), rows.get("memit")
+    if not j or not m:
+        return [entry("AppD-time-JEEP-le-MEMIT", "App. D", "ordering", claim, paper, NOT_COMPARABLE,
+                      "needs JEEP and MEMIT runs with timings")]
+    tj = (_f(j["target_seconds"]) or 0.0) + (_f(j["edit_seconds"]) or 0.0)
+    tm = (_f(m["target_seconds"]) or 0.0) + (_f(m["edit_seconds"]) or 0.0)
+    text = f"JEEP {tj:.1f} s vs MEMIT {tm:.1f} s (mean over seeds)"
+    if not (_f(j["target_seconds"]) and _f(m["target_seconds"])):
+        return [entry("AppD-time-JEEP-le-MEMIT", "App. D", "ordering", claim, paper, NOT_COMPARABLE,
+                      f"{text}; a run's targets came from the target cache (target_seconds 0), so the times measure "
+                      "different work", reproduced=text, scale=_scale(j, ds), sources=_files(j) + _files(m))]
+    return [entry("AppD-time-JEEP-le-MEMIT", "App. D", "ordering", claim, paper, _verdict(tj <= tm),
+                  f"Evaluated on our timings: {text}; wall-clock on a shared machine, so only a rough comparison.",
+                  value=tj - tm, reproduced=text, scale=_scale(j, ds), sources=_files(j) + _files(m))]
+
+
+# ------------------------------------------------------------------ Fig. 2 (probe)
+
+
+def _window_change(a: np.ndarray, start: int, end: int, pos: int) -> tuple[float, float, int]:
+    """Per-record a[:, end, pos] - a[:, start, pos]: (mean, t half-width, n)."""
+    d = np.asarray(a, float)[:, end, pos] - np.asarray(a, float)[:, start, pos]
+    d = d[~np.isnan(d)]
+    mean, hw = t_interval(d.tolist())
+    return mean, hw, int(d.size)
+
+
+def _fig2(probe_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+    from .probe import POSITIONS, load_probe
+
+    art = "Fig. 2"
+    specs = [
+        ("F2-low-rank-orig", "At the subject's last token the original answer's mean rank improves (falls towards 0) "
+                             "across the low layers", "LLaMA-7B, 10k MCF: the original answer's rank rises sharply over "
+                                                      "layers 0-10 ('Information Enrichment')"),
+        ("F2-low-rank-orig-vs-target", "... and improves more than the target answer's rank over the same layers",
+         "'Target answers ... do not experience similar enrichment, as their rank only increases marginally'"),
+        ("F2-high-prob-orig", "At the prediction position the original answer's probability is promoted in the early "
+                              "high layers", "'in the early high layers at the prediction position, original answers "
+                                             "undergo Probability Promotion'"),
+        ("F2-high-prob-orig-vs-target", "... and promoted more than the target answer's probability there",
+         "'the rank of target answers, lacking probability promotion, decreases'"),
+        ("F2-final-decline", "The original answer's probability at the prediction position declines in the final layers",
+         "'a decline in the probability of original answers at the prediction position in the final layers'"),
+    ]
+    if probe_dir is None or not (Path(probe_dir) / "arrays.npz").exists():
+        why = "no probe arrays" + (f" in {probe_dir}" if probe_dir else " (probe_dir not given)")
+        return [entry(i, art, "shape", c, p, NOT_COMPARABLE, why) for i, c, p in specs]
+    arrays, meta = load_probe(probe_dir)
+    n_entries = arrays["rank_orig"].shape[1]
+    L = n_entries - 1
+    subj, pred = POSITIONS.index("subject_last"), POSITIONS.index("prediction")
+    low_end = max(1, round(10 / 32 * L))
+    conf = (meta.get("configured_layers") or {}).get("jeep.layers_high")
+    if conf:
+        h0, h1, hsrc = min(conf), max(conf) + 1, f"the configured JEEP high layers {min(conf)}-{max(conf)}"
+    else:
+        h0, h1 = round(22 / 32 * L), round(25 / 32 * L)
+        hsrc = "layers scaled from the paper's 22-24 of 32"
+    h0, h1 = max(0, min(h0, L - 1)), max(1, min(h1, L))
+    high_start = round(19 / 32 * L)
+    model = meta.get("model") or {}
+    mtxt = f"{model.get('key', '?')}" + (f" ({model.get('id')})" if model.get("id") else "")
+    scale = (f"{mtxt}, {len(meta.get('case_ids', [])) or arrays['rank_orig'].shape[0]} {meta.get('dataset', '?')} "
+             f"records, {L} layers, lens {meta.get('lens', '?')}; per-record differences, t-interval over records")
+    src = [str(Path(probe_dir) / "arrays.npz"), str(Path(probe_dir) / "arrays.json")]
+    note = f"Layer axis: entry k = output of decoder layer k-1. Our model is {mtxt}, the paper's LLaMA-7B."
+    out = []
+
+    def add(i: int, mean: float, hw: float, n: int, holds: bool, what: str) -> None:
+        cid, claim, paper = specs[i]
+        out.append(entry(cid, art, "shape", claim, paper, _verdict(holds),
+                         f"Evaluated on our probe: {what}: {_pm(mean, hw, 3)} over {n} records "
+                         f"({_separated(mean, hw)}). {note}", value=mean, interval=hw,
+                         reproduced=f"{_pm(mean, hw, 3)} ({what})", scale=scale, sources=src))
+
+    ro, rt = arrays["rank_orig"], arrays["rank_target"]
+    po, pt = arrays["prob_orig"], arrays["prob_target"]
+    m, hw, n = _window_change(ro, 0, low_end, subj)
+    add(0, m, hw, n, m < 0, f"change of the original answer's rank from entry 0 to {low_end} (layers 0-{low_end - 1})")
+    d = (np.asarray(ro, float)[:, low_end, subj] - ro[:, 0, subj]) - (np.asarray(rt, float)[:, low_end, subj] - rt[:, 0, subj])
+    m, hw = t_interval(d[~np.isnan(d)].tolist())
+    add(1, m, hw, int((~np.isnan(d)).sum()), m < 0, f"rank change original minus target, entries 0 to {low_end}")
+    m, hw, n = _window_change(po, h0, h1, pred)
+    add(2, m, hw, n, m > 0, f"change of the original answer's probability over {hsrc} (entries {h0} to {h1})")
+    d = (np.asarray(po, float)[:, h1, pred] - po[:, h0, pred]) - (np.asarray(pt, float)[:, h1, pred] - pt[:, h0, pred])
+    m, hw = t_interval(d[~np.isnan(d)].tolist())
+    add(3, m, hw, int((~np.isnan(d)).sum()), m > 0, f"probability change original minus target, entries {h0} to {h1}")
+    curve = np.nanmean(np.asarray(po, float)[:, :, pred], axis=0)
+    peak = high_start + int(np.nanargmax(curve[high_start:]))
+    if peak == L:
+        cid, claim, paper = specs[4]
+        out.append(entry(cid, art, "shape", claim, paper, NOT_REPRODUCED,
+                         f"Evaluated on our probe: the mean probability peaks at the last entry ({L}); no final decline. "
+                         f"{note}", value=0.0, reproduced=f"peak at entry {L}", scale=scale, sources=src))
+    else:
+        m, hw, n = _window_change(po, peak, L, pred)
+        add(4, m, hw, n, m < 0, f"probability change from the high-layer peak (entry {peak}) to the last entry ({L})")
+    return out
+
+
+# ------------------------------------------------------------------ the ledger
+
+
+def build_ledger(metrics_root: str | os.PathLike, probe_dir: str | os.PathLike | None = None, *,
+                 model: str | None = None) -> list[dict[str, Any]]:
+    """Every claim (module docstring) evaluated against the metrics tree and, if given, the probe directory.
+
+    Tables 2/3 use ``metrics/main`` on zsRE and on MCF (else CounterFact); Table 4, Fig. 4 and Fig. 6 the
+    dataset their group has (MCF preferred, then CounterFact); Table 1 zsRE (else Table 3's dataset).
+    `model` picks one model key when the tree mixes several (else that raises InputError).
+    """
+    root = Path(metrics_root)
+    main = rp.load_group(root, "main")
+    if model is not None and not main.empty:
+        main = main[main["model"] == model]
+    if not main.empty and main["model"].nunique() > 1:
+        raise InputError(f"metrics/main mixes models {sorted(main['model'].unique())}; pass model=", field="model")
+    main_ds = sorted(set(main["dataset"])) if not main.empty else []
+    ds2 = "zsre" if "zsre" in main_ds else None
+    ds3 = _pick(main_ds, ("mcf", "counterfact"))
+    ds3 = ds3 if ds3 in ("mcf", "counterfact") else None
+    prefer = ("mcf", "counterfact")
+    ds4 = _pick(rp.datasets_in(root, "ablation") or ([ds3] if ds3 else []), prefer)
+    ds_sweep = _pick(rp.datasets_in(root, "sweep"), prefer)
+    ds_scale = _pick(rp.datasets_in(root, "scaling"), prefer)
+    ds_case = ds2 or ds3
+    entries = []
+    entries += _tables_2_3(main, ds2, ds3)
+    entries += _table4(root, main, ds4, model)
+    entries += _fig4(root, ds_scale, model)
+    entries += _fig6(root, ds_sweep, model)
+    entries += _table1(root, ds_case)
+    entries += _timing(main, ds3)
+    entries += _fig2(probe_dir)
+    ids = [e["id"] for e in entries]
+    if len(ids) != len(set(ids)):  # pragma: no cover - a programming error
+        raise AssertionError(f"duplicate ledger ids: {sorted(i for i in ids if ids.count(i) > 1)}")
+    return entries
+
+
+def counts(entries: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    out = {v: 0 for v in VERDICTS}
+    for e in entries:
+        out[e["verdict"]] += 1
+    return out
+
+
+_ARTIFACT_ORDER = ("Table 1", "Table 2", "Table 3", "Table 4", "Fig. 2", "Fig. 4", "Fig. 6", "App. D")
+
+
+def _md_cell(x: Any) -> str:
+    s = "" if x is None else str(x)
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def ledger_markdown(entries: Sequence[Mapping[str, Any]]) -> str:
+    c = counts(entries)
+    lines = ["# Claims ledger", "",
+             f"{len(entries)} claims: " + ", ".join(f"{n} {v}" for v, n in c.items()) + ".", "", "Rules:", ""]
+    lines += [f"* {r}" for r in RULES]
+    arts = [a for a in _ARTIFACT_ORDER if any(e["artifact"] == a for e in entries)]
+    arts += sorted({e["artifact"] for e in entries} - set(arts))
+    for art in arts:
+        sub = [e for e in entries if e["artifact"] == art]
+        sc = counts(sub)
+        lines += ["", f"## {art}", "", ", ".join(f"{n} {v}" for v, n in sc.items() if n) + ".", "",
+                  "| id | claim | paper | ours | verdict | reason |", "|---|---|---|---|---|---|"]
+        for e in sub:
+            paper = e["paper_value"]
+            if isinstance(paper, float):
+                paper = f"{paper:.1f}" + (f" ± {e['paper_interval']:.1f}" if e.get("paper_interval") else "")
+            lines.append("| " + " | ".join(_md_cell(x) for x in (e["id"], e["claim"], paper, e["reproduced"],
+                                                                  f"**{e['verdict']}**", e["reason"])) + " |")
+        scales = list(dict.fromkeys(e["scale"] for e in sub if e.get("scale")))
+        if scales:
+            lines += ["", "Our scale: " + " | ".join(scales)]
+    return "\n".join(lines) + "\n"
+
+
+def write_ledger(entries: Sequence[Mapping[str, Any]], reports_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``reports_dir/ledger.md`` and ``ledger.json`` atomically; returns their paths."""
+    d = Path(reports_dir)
+    md, js = d / "ledger.md", d / "ledger.json"
+    write_text(md, ledger_markdown(entries))
+    write_json(js, {"rules": list(RULES), "counts": counts(entries), "entries": list(entries)})
+    return md, js
+
+
+# ------------------------------------------------------------------ index.html
+
+
+def _link(rel: str, label: str | None = None) -> str:
+    return f'<a href="{html.escape(quote(rel))}">{html.escape(label or rel)}</a>'
+
+
+def write_index(reports_dir: str | os.PathLike, *, expect: Iterable[str] = (),
+                title: str = "JEEP replication: reports") -> Path:
+    """``reports_dir/index.html``: plain HTML with relative links to every table (md/csv), figure (png/pdf, with
+    a PNG preview), executed notebook (notebooks/*.ipynb) and the ledger found under `reports_dir`.
+    `expect` lists relative paths to link even if they do not exist yet (e.g. the notebook being run)."""
+    d = Path(reports_dir)
+    expect = [e for e in expect]
+
+    def found(sub: str, exts: Sequence[str]) -> list[str]:
+        base = d / sub
+        have = {f"{sub}/{p.name}" for p in base.glob("*") if p.is_file() and p.suffix.lstrip(".") in exts} \
+            if base.is_dir() else set()
+        have |= {e for e in expect if e.startswith(f"{sub}/") and e.rsplit(".", 1)[-1] in exts}
+        return sorted(have)
+
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "img{max-width:100%;border:1px solid #ccc;margin:.3em 0}li{margin:.2em 0}</style>\n</head>\n<body>\n"
+             f"<h1>{html.escape(title)}</h1>"]
+    # ledger
+    ledger = [f for f in ("ledger.md", "ledger.json") if (d / f).exists() or f in expect]
+    parts.append("<h2>Claims ledger</h2>")
+    if ledger:
+        summary = ""
+        if (d / "ledger.json").exists():
+            try:
+                c = read_json(d / "ledger.json").get("counts", {})
+                summary = " — " + ", ".join(f"{int(n)} {html.escape(str(v))}" for v, n in c.items())
+            except (InputError, AttributeError, TypeError, ValueError):
+                summary = ""
+        parts.append("<p>" + " · ".join(_link(f) for f in ledger) + summary + "</p>")
+    else:
+        parts.append("<p>not written yet</p>")
+    # tables: group md/csv by stem
+    tables = found("tables", ("md", "csv"))
+    parts.append("<h2>Tables</h2>")
+    stems = sorted({t.rsplit(".", 1)[0] for t in tables})
+    parts.append("<ul>" + "".join(
+        f"<li>{html.escape(Path(s).name)}: " + " · ".join(_link(t, t.rsplit('.', 1)[1]) for t in tables
+                                                        if t.rsplit('.', 1)[0] == s) + "</li>"
+        for s in stems) + "</ul>" if stems else "<p>none</p>")
+    figs = found("figures", ("png", "pdf"))
+    parts.append("<h2>Figures</h2>")
+    fstems = sorted({f.rsplit(".", 1)[0] for f in figs})
+    if not fstems:
+        parts.append("<p>none</p>")
+    for s in fstems:
+        own = [f for f in figs if f.rsplit(".", 1)[0] == s]
+        parts.append(f"<h3>{html.escape(Path(s).name)}</h3><p>" + " · ".join(_link(f, f.rsplit('.', 1)[1]) for f in own)
+                     + "</p>")
+        png = next((f for f in own if f.endswith(".png")), None)
+        if png:
+            parts.append(f'<a href="{html.escape(quote(png))}"><img src="{html.escape(quote(png))}" '
+                         f'alt="{html.escape(Path(s).name)}"></a>')
+    nbs = found("notebooks", ("ipynb",))
+    parts.append("<h2>Executed notebooks</h2>")
+    parts.append("<ul>" + "".join(f"<li>{_link(n)}</li>" for n in nbs) + "</ul>" if nbs else "<p>none</p>")
+    parts.append("</body>\n</html>\n")
+    out = d / "index.html"
+    write_text(out, "\n".join(parts))
+    return out
