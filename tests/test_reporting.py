@@ -274,3 +274,220 @@ def test_results_notebook_runs_with_papermill(metrics_dir: Path, tmp_path: Path,
     assert not (reports / "tables" / "results_absent.csv").exists()
     text = out_nb.read_text()
     assert "no runs for: absent" in text and "quoted, not reproduced" in text
+
+
+# ================================================================== metrics trees (Tables 1-4, Fig. 4, Fig. 6)
+
+from jeepkit.metrics import score as hmean_score  # noqa: E402
+from jeepkit.reporting import (  # noqa: E402
+    ABLATION_LABELS, NOT_RUN, OURS, PAPER_REFERENCE, ablation_frame, case_study_frame, comparison_table,
+    load_group, load_scaling, placeholder_figure, scaling_figure, scaling_frame, sweep_figure, sweep_frame, table4,
+)
+
+
+class MetricsTree:
+    """Writes a fake `metrics/` tree laid out like the pipeline's (`edit_and_evaluate`, `scaling`)."""
+
+    def __init__(self, root: Path, *, model: str = "smollm2", model_id: str = "HuggingFaceTB/SmolLM2-135M-Instruct",
+                 source: str = "bundled", n_edits: int = 12, ci: float | None = 2.0):
+        self.root, self.model, self.model_id, self.source, self.n_edits, self.ci = root, model, model_id, source, \
+            n_edits, ci
+
+    def _summary(self, dataset: str, es: float, gs: float, ls: float, n: int, ci: float | None) -> dict[str, Any]:
+        def m(v: float) -> dict[str, Any]:
+            return {"mean": v, "ci95": ci, "n": n}
+        kind = "zsre" if dataset == "zsre" else "counterfact"
+        return {"kind": kind, "n_records": n, "ES": m(es), "GS": m(gs), "LS": m(ls), "Score": m(hmean_score(es, gs, ls)),
+                "interval": {"ES/GS/LS": "t-interval over per-record values, confidence 0.95",
+                             "Score": "percentile bootstrap over records (2000 resamples, seed 0), half-width"}}
+
+    def _header(self, method: str, dataset: str, seed: int, n: int) -> dict[str, Any]:
+        return {"method": method, "dataset": dataset, "kind": "zsre" if dataset == "zsre" else "counterfact",
+                "model": {"key": self.model, "id": self.model_id, "revision": "r0"},
+                "data": {"source": self.source, "n_cases": n, "provenance": {"source": self.source}},
+                "profile": "test", "seed": seed, "n_edits": n, "batch_size": n}
+
+    def run(self, group: str, method: str, dataset: str, es: float, gs: float, ls: float, *, seed: int = 0,
+            overrides: dict[str, Any] | None = None, case_study: dict[str, Any] | None = None,
+            ci: float | None | str = "default", timing: dict[str, float] | None = None) -> Path:
+        overrides = overrides or {}
+        name = method + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
+        ci = self.ci if ci == "default" else ci
+        obj = {**self._header(method, dataset, seed, self.n_edits), "overrides": overrides, "group": group,
+               "name": name, "hparams": {"lr": 0.5, **overrides},
+               "summary": self._summary(dataset, es, gs, ls, self.n_edits, ci), "case_study": case_study,
+               "timing": timing or {"target_seconds": 10.0, "edit_seconds": 2.0, "eval_seconds": 3.0}}
+        path = self.root / group / f"{name}_{dataset}_s{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+        return path
+
+    def main(self, method: str, dataset: str, es: float, gs: float, ls: float, **kw: Any) -> Path:
+        return self.run("main", method, dataset, es, gs, ls, **kw)
+
+    def ablation(self, variant: str, dataset: str, es: float, gs: float, ls: float, **kw: Any) -> Path:
+        return self.run("ablation", "jeep", dataset, es, gs, ls, overrides={"variant": variant}, **kw)
+
+    def sweep(self, gamma: float, dataset: str, es: float, gs: float, ls: float, **kw: Any) -> Path:
+        return self.run("sweep", "jeep", dataset, es, gs, ls, overrides={"clamp_high": gamma, "clamp_low": 1.0}, **kw)
+
+    def scaling(self, method: str, dataset: str, points: list[tuple[int, float, float, float]], *, seed: int = 0,
+                max_chunks: int = 2) -> Path:
+        max_m = max(p[0] for p in points)
+        pts = []
+        for m, es, gs, ls in points:
+            n_chunks = min(max_chunks, max_m // m)
+            pts.append({"m": m, "n_chunks": n_chunks, "n_records": m * n_chunks,
+                        "summary": self._summary(dataset, es, gs, ls, m * n_chunks, self.ci),
+                        "timing": {"target_seconds": 1.0, "edit_seconds": 0.5, "eval_seconds": 0.5}})
+        obj = {**self._header(method, dataset, seed, max_m), "overrides": {}, "group": "scaling", "name": method,
+               "hparams": {}, "points": pts}
+        path = self.root / "scaling" / f"{method}_{dataset}_s{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+        return path
+
+
+def case_study(greedy: list[str], *, case_id: int = 7) -> dict[str, Any]:
+    return {"case_id": case_id, "subject": "Henry S. LeBlanc", "target_new": "Canada", "target_true": "France",
+            "prompts": ["Where was Henry S. LeBlanc from?", "Where did Henry S. LeBlanc come from?",
+                        "Where does creatine come from in the body?"], "greedy": greedy}
+
+
+ABLATION_SCORES = {  # (ES, GS, LS) per variant: JEEP best, w/o Step 2 worst, like the paper
+    "wo_low": (90.0, 57.0, 61.0), "wo_high": (98.0, 80.0, 76.0), "wo_step2": (36.0, 24.0, 81.0),
+    "wo_step3": (95.0, 77.0, 75.0), "separate": (98.0, 83.0, 72.0), "even_spread": (98.8, 84.0, 76.3),
+    "mhsa_step3": (99.0, 86.0, 74.0),
+}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> MetricsTree:
+    t = MetricsTree(tmp_path / "metrics")
+    for ds in ("counterfact", "zsre"):
+        t.main("none", ds, 13.0, 16.0, 84.0, case_study=case_study(["France", "France", "the liver"]))
+        t.main("memit", ds, 98.0, 80.0, 76.0, case_study=case_study(["Canada", "of course", "the liver"]))
+        t.main("pmet", ds, 98.5, 86.0, 73.0, case_study=case_study(["Canada", "Canada", "Where is creatine"]))
+        t.main("jeep", ds, 99.8, 85.4, 75.7, case_study=case_study(["Canada", "Canada", "the liver"]))
+    for v, (es, gs, ls) in ABLATION_SCORES.items():
+        t.ablation(v, "counterfact", es, gs, ls)
+    return t
+
+
+def test_load_group_absent_is_empty(tmp_path: Path):
+    assert load_group(tmp_path / "nothing", "main").empty
+    assert load_scaling(tmp_path / "nothing").empty
+
+
+def test_comparison_table_has_ours_and_paper_rows(tree: MetricsTree):
+    t = comparison_table(load_group(tree.root, "main"), "zsre")
+    assert list(t.columns) == ["Source", "Method", "Score", "ES", "GS", "LS", "status"]
+    ours = t[t["Source"] == OURS]
+    assert list(ours["Method"]) == ["Unedited", "MEMIT", "PMET", "JEEP"]
+    assert t.loc["paper GPT-J: MEND", "status"] == QUOTED and t.loc["paper LLaMA: MALMEN", "status"] == QUOTED
+    assert t.loc["paper LLaMA: JEEP", "status"] == PAPER_REFERENCE and t.loc["paper LLaMA: JEEP", "Score"] == "72.3"
+    assert "smollm2" in t.attrs["note"] and "Table 2 (zsRE)" in t.attrs["note"]
+    # no runs of ours: the paper's rows only, and the note says so
+    empty = comparison_table(load_group(tree.root / "absent", "main"), "counterfact")
+    assert (empty["Source"] != OURS).all() and "no runs of ours" in empty.attrs["note"]
+    assert "Table 3 (Multi-CounterFact)" in empty.attrs["note"]
+
+
+def test_table4_order_labels_and_missing_rows(tree: MetricsTree):
+    t = table4(tree.root, "counterfact")
+    assert list(t.index) == ["w/o δ′ & Step 2", "w/o δ* & Step 3", "w/o Step 2", "w/o Step 3", "Separate Optimization",
+                             "Even Spread in Step 2", "w/ MHSA in Step 3", "JEEP"]
+    assert list(t.index) == list(ABLATION_LABELS.values())
+    assert t.loc["JEEP", "ES"] == "99.8 ± 2.0"  # full JEEP comes from metrics/main
+    assert t.loc["w/o Step 2", "Score (paper)"] == "40.0" and t.loc["JEEP", "LS (paper)"] == "75.7"
+    assert (t["status"] == REPRODUCED).all()
+    note = t.attrs["note"]
+    for part in ("smollm2", "bundled", "Edits per run: 12", "Seeds: 0", "per-record t-interval", "LLaMA-7B"):
+        assert part in note
+    fr = ablation_frame(tree.root, "counterfact")
+    assert fr.loc["wo_step2", "Score_mean"] == pytest.approx(hmean_score(36.0, 24.0, 81.0))
+    # a variant without runs stays in place, marked "not run"; another dataset has only full JEEP
+    (tree.root / "ablation" / "jeep-variant=separate_counterfact_s0.json").unlink()
+    t = table4(tree.root, "counterfact")
+    assert t.loc["Separate Optimization", "Score"] == NOT_RUN and t.loc["Separate Optimization", "status"] == NOT_RUN
+    z = table4(tree.root, "zsre")
+    assert (z["status"] == NOT_RUN).sum() == 7 and z.loc["JEEP", "status"] == REPRODUCED
+
+
+def test_table4_seeds_use_interval_over_seed_means(tree: MetricsTree):
+    for s, es in ((1, 97.0), (2, 99.0)):
+        tree.ablation("wo_high", "counterfact", es, 80.0, 76.0, seed=s)
+    fr = ablation_frame(tree.root, "counterfact")
+    assert fr.loc["wo_high", "n_seeds"] == 3 and fr.loc["wo_high", "ES_mean"] == pytest.approx(98.0)
+    assert fr.loc["wo_high", "interval"].startswith("t-interval over seed means")
+    assert "t-interval over seed means (3 seeds)" in fr.attrs["note"] and "per-record t-interval" in fr.attrs["note"]
+
+
+def test_sweep_frame_and_figure(tree: MetricsTree, tmp_path: Path):
+    for g, (es, gs, ls) in {1.0: (90, 60, 70), 0.05: (80, 50, 80), 0.25: (99, 85, 76), 0.5: (97, 80, 74)}.items():
+        tree.sweep(g, "counterfact", es, gs, ls)
+    fr = sweep_frame(tree.root, "counterfact")
+    assert list(fr["gamma"]) == [0.05, 0.25, 0.5, 1.0]
+    assert list(fr["clamp_low"]) == [1.0] * 4 and fr.loc[1, "ES_mean"] == 99
+    assert "γ′ = 1" in fr.attrs["note"] and "per-record t-interval" in fr.attrs["note"]
+    png, pdf = sweep_figure(fr, tmp_path / "fig" / "fig6_clamp.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert sweep_frame(tree.root, "zsre").empty
+
+
+def test_scaling_frame_and_figure(tree: MetricsTree, tmp_path: Path):
+    pts = {"memit": [(1, 100, 90, 80), (3, 99, 85, 78), (12, 95, 80, 75)],
+           "pmet": [(1, 100, 92, 79), (3, 99, 86, 77), (12, 96, 82, 74)],
+           "jeep": [(1, 100, 93, 80), (3, 100, 88, 78), (12, 98, 85, 76)]}
+    for m, p in pts.items():
+        tree.scaling(m, "counterfact", p)
+    tree.scaling("jeep", "counterfact", [(1, 100, 91, 80), (3, 100, 86, 78), (12, 97, 84, 76)], seed=1)
+    fr = scaling_frame(tree.root, "counterfact")
+    assert list(fr["method"]) == ["memit"] * 3 + ["pmet"] * 3 + ["jeep"] * 3
+    assert list(fr["m"][:3]) == [1, 3, 12] and list(fr["n_chunks"][:3]) == [2, 2, 1]
+    j12 = fr[(fr.method == "jeep") & (fr.m == 12)].iloc[0]
+    assert j12["n_seeds"] == 2 and j12["ES_mean"] == pytest.approx(97.5)
+    assert j12["interval"].startswith("t-interval over seed means")
+    assert fr[(fr.method == "memit")]["interval"].str.startswith("per-record t-interval").all()
+    assert "m = 1 ... 12" in fr.attrs["note"] and "smollm2" in fr.attrs["note"]
+    assert list(scaling_frame(tree.root, "counterfact", methods=("jeep",))["method"].unique()) == ["jeep"]
+    png, pdf = scaling_figure(fr, tmp_path / "figures" / "fig4_scaling.png")
+    assert png.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"
+    # nothing to plot: a placeholder is still written
+    empty = scaling_frame(tree.root, "zsre")
+    assert empty.empty and "no runs" in empty.attrs["note"]
+    png, pdf = scaling_figure(empty, tmp_path / "figures" / "empty.png")
+    assert png.exists() and pdf.exists()
+
+
+def test_scaling_file_errors_name_the_field(tree: MetricsTree):
+    path = tree.scaling("jeep", "counterfact", [(1, 100, 90, 80)])
+    obj = json.loads(path.read_text())
+    obj["points"][0]["summary"]["ES"]["mean"] = 170
+    path.write_text(json.dumps(obj))
+    with pytest.raises(InputError) as e:
+        load_scaling(tree.root)
+    assert e.value.field == "points.0.summary.ES.mean" and e.value.file == str(path)
+
+
+def test_case_study_frame(tree: MetricsTree):
+    t = case_study_frame(tree.root, "zsre")
+    assert list(t.index) == ["Edited", "Equivalent", "Unrelated"]
+    assert list(t.columns) == ["Input prompt", "Expected", "Unedited", "MEMIT", "PMET", "JEEP"]
+    assert t.loc["Equivalent", "MEMIT"] == "of course" and t.loc["Unrelated", "PMET"] == "Where is creatine"
+    assert t.loc["Edited", "Expected"] == "Canada"
+    note = t.attrs["note"]
+    for part in ("record 7", "Henry S. LeBlanc", "smollm2", "Edits per run: 12", "Seed: 0", "Greedy", "Paper Table 1"):
+        assert part in note
+    assert list(case_study_frame(tree.root, "zsre", unedited=False).columns)[2:] == ["MEMIT", "PMET", "JEEP"]
+    (tree.root / "main" / "pmet_zsre_s0.json").unlink()
+    assert (case_study_frame(tree.root, "zsre")["PMET"] == "no run").all()
+    assert case_study_frame(tree.root, "mcf").empty
+    tree.main("memit", "zsre", 98.0, 80.0, 76.0, case_study=case_study(["x", "y", "z"], case_id=9))
+    with pytest.raises(InputError, match="case_id"):
+        case_study_frame(tree.root, "zsre")
+
+
+def test_placeholder_figure(tmp_path: Path):
+    png, pdf = placeholder_figure(tmp_path / "p.png", "Fig. 6", "no runs")
+    assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:5] == b"%PDF-"

@@ -21,8 +21,8 @@ Rules (also in ``RULES``, printed at the top of the ledger):
   overlap, allowing for the paper's 1-decimal rounding), with at least 0.5 points of tolerance.
 * An ``ordering``, ``shape`` or ``case`` claim is evaluated on our own numbers whatever the scale
   (**reproduced** / **not reproduced** on the point estimates; ties count as "not above" for "best" claims
-  and as holding for "≥" claims); the reason says whether our intervals separate the compared values and
-  at what scale the claim was checked. Missing runs make it **not comparable**.
+  and as holding for "≥" claims); the reason says whether the 95% interval of the difference excludes 0
+  and at what scale the claim was checked. Missing runs make it **not comparable**.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ RULES = (
     f"cell is 'reproduced' if |ours - paper| <= ours_ci95 + paper_ci95 + {ROUNDING} (rounding), at least "
     f"{MIN_TOL} points.",
     "Ordering, shape and case claims are evaluated on our own numbers at our scale ('reproduced' / 'not "
-    "reproduced' on point estimates; the reason says whether the 95% intervals separate the values). Missing "
-    "runs make a claim 'not comparable'.",
+    "reproduced' on point estimates; the reason says whether the 95% interval of the difference excludes 0). "
+    "Missing runs make a claim 'not comparable'.",
     "Ordering margins carry the half-width sqrt(ci1^2 + ci2^2) of a difference of independent estimates. "
     "Probe shape claims use per-record differences between two layers, with a t-interval over records.",
 )
@@ -101,8 +101,8 @@ def _separated(d: float, ci: float | None) -> str:
     if ci is None:
         return "no interval for the difference"
     if abs(d) > ci:
-        return "the 95% intervals separate the values"
-    return "the 95% intervals overlap (not significant at this scale)"
+        return "the 95% interval of the difference excludes 0"
+    return "the 95% interval of the difference includes 0: not significant at this scale"
 
 
 def entry(id: str, artifact: str, kind: str, claim: str, paper_value: Any, verdict: str, reason: str, *,
@@ -268,7 +268,7 @@ def _best_claim(id: str, artifact: str, claim: str, paper: str, rows: dict[str, 
     j = rows["jeep"]
     holds, texts, margins = True, [], []
     for m in metrics:
-        best = max(others, key=lambda k: (_f(rows[k][f"{m}_mean"]) or -1.0))
+        best = max(others, key=lambda k: -1.0 if _f(rows[k][f"{m}_mean"]) is None else _f(rows[k][f"{m}_mean"]))
         jm, bm = _f(j[f"{m}_mean"]), _f(rows[best][f"{m}_mean"])
         if jm is None or bm is None:
             return entry(id, artifact, "ordering", claim, paper, NOT_COMPARABLE, f"{m} undefined for some run")
@@ -387,6 +387,8 @@ def _no_dominant_claim(rows: dict[str, dict], dataset: str | None) -> dict[str, 
     best = {}
     for m in ("ES", "GS", "LS"):
         vals = {k: _f(r[f"{m}_mean"]) for k, r in rows.items()}
+        if all(v is None for v in vals.values()):
+            return entry(id, art, "ordering", claim, paper, NOT_COMPARABLE, f"{m} undefined for every run")
         top = max(v for v in vals.values() if v is not None)
         best[m] = sorted(k for k, v in vals.items() if v == top)
     dominant = set(best["ES"]) & set(best["GS"]) & set(best["LS"])
@@ -556,7 +558,7 @@ def _fig4(metrics_root: Path, ds: str | None, model: str | None) -> list[dict[st
     if "jeep" not in have or len(have) < 2:
         why = f"needs scaling runs of JEEP and MEMIT or PMET in metrics/scaling (have {have or 'none'})"
         out = [entry(i, art, "ordering", c, p, NOT_COMPARABLE, why) for i, c, p in claims[:2]]
-        out.append(_es100(fr, *claims[2], ds) if "jeep" in have else
+        out.append(_es100(fr, claims[2], art) if "jeep" in have else
                    entry(*claims[2][:1], art, "ordering", *claims[2][1:], NOT_COMPARABLE, why))
         return out
     piv = fr.pivot(index="m", columns="method", values="Score_mean")
@@ -594,12 +596,13 @@ def _fig4(metrics_root: Path, ds: str | None, model: str | None) -> list[dict[st
         out.append(entry(claims[1][0], art, "ordering", claims[1][1], claims[1][2], _verdict(g > 0),
                          f"Evaluated on our numbers: {t} (growth {_pm(g, gci)}; {_separated(g, gci)}).",
                          value=g, interval=gci, reproduced=t, scale=scale, sources=sources))
-    out.append(_es100(fr, *claims[2], ds, scale=scale, sources=sources))
+    out.append(_es100(fr, claims[2], art, scale=scale, sources=sources))
     return out
 
 
-def _es100(fr: pd.DataFrame, id: str, art: str, claim: str, paper: str, ds: str | None, *, scale: str = "",
+def _es100(fr: pd.DataFrame, spec: tuple[str, str, str], art: str, *, scale: str = "",
            sources: Sequence[str] = ()) -> dict[str, Any]:
+    id, claim, paper = spec
     j = fr[fr["method"] == "jeep"].sort_values("m")
     if j.empty or len(j) < 2:
         return entry(id, art, "ordering", claim, paper, NOT_COMPARABLE, "needs JEEP scaling runs at ≥ 2 sizes")

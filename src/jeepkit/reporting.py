@@ -371,7 +371,7 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike) -> tuple[Path, Path]:
     buf = io.StringIO()
     df.to_csv(buf)
     write_text(csv_path, buf.getvalue())
-    md = df.to_markdown() + "\n"
+    md = df.to_markdown(disable_numparse=True) + "\n"  # keep "40.0" as printed, not "40"
     note = df.attrs.get("note")
     if note:
         md += f"\n{note}\n"
@@ -431,6 +431,7 @@ OVER_SEEDS = "t-interval over seed means"
 PAPER_REFERENCE = "paper value (for reference)"
 OURS = "ours (this package)"
 NOT_RUN = "not run"
+NOT_IN_PAPER = "ours; not in the paper"
 
 # Table 4: variant key (jeep.VARIANTS, the `variant` override) -> the paper's row label, in the paper's order.
 ABLATION_LABELS: Mapping[str, str] = MappingProxyType({
@@ -564,9 +565,11 @@ def comparison_table(runs: pd.DataFrame, dataset: str, *, model: str | None = No
     sub = runs[runs["dataset"] == dataset] if not runs.empty else runs
     if not sub.empty:
         ours = results_table(runs, dataset, model=model, n_edits=n_edits)
+        in_paper = {label for (t, _), rs in _PAPER.items() if t == paper_table for label, _ in rs}
         for label, r in ours.iterrows():
             index.append(f"ours: {label}")
-            rows.append({"Source": OURS, "Method": label, **{m: r[m] for m in METRIC_COLUMNS}, "status": REPRODUCED})
+            rows.append({"Source": OURS, "Method": label, **{m: r[m] for m in METRIC_COLUMNS},
+                         "status": REPRODUCED if label in in_paper else NOT_IN_PAPER})
         note = ours.attrs["note"]
     else:
         note = f"{DATASET_LABELS.get(dataset, dataset)}: no runs of ours (the table shows the paper's rows only)."
@@ -900,6 +903,8 @@ def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Pa
     note = frame.attrs.get("note", "")
     if frame.empty:
         return placeholder_figure(path_png, "Fig. 4: scaling", note or "no runs")
+    from matplotlib.ticker import FuncFormatter
+
     fig = _new_figure((10.0, 7.2))
     axes = fig.subplots(2, 2, sharex=True)
     colors = {"memit": "tab:blue", "pmet": "tab:orange", "jeep": "tab:red"}
@@ -916,6 +921,7 @@ def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Pa
                 ax.fill_between(x[ok], np.clip(y[ok] - ci[ok], 0, 100), np.clip(y[ok] + ci[ok], 0, 100),
                                 color=color, alpha=0.15, lw=0)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_title(met, fontsize=10)
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
@@ -926,7 +932,7 @@ def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Pa
     h, lab = axes[0, 0].get_legend_handles_labels()
     fig.legend(h, lab, loc="lower center", ncols=max(1, len(lab)), frameon=False, fontsize=9)
     fig.suptitle(_wrap(note, 130), fontsize=7.5)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.9))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
     return _save_figure(fig, path_png)
 
 
