@@ -48,18 +48,7 @@ def hp(**kw):
 # ---------------------------------------------------------------- manual references
 
 
-def _out(o):
-    return o[0] if isinstance(o, tuple) else o
-
-
-@contextlib.contextmanager
-def raw_hooks(model, hooks):
-    handles = [model.get_submodule(n).register_forward_hook(f) for n, f in hooks]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+from manual import _out, raw_hooks  # noqa: E402
 
 
 @torch.no_grad()
