@@ -385,6 +385,26 @@ def test_edit_target_cache(tiny_model, covariances, tmp_path):
     assert (r3.info["target_cache_hits"], r3.info["target_cache_misses"]) == (0, 1)
 
 
+def test_exported_targets_rebuild_the_same_edit(tiny_model, covariances, tmp_path):
+    """A run's exported targets (its DVC-tracked copy) are a complete cache: the edit rebuilt from them
+    alone optimises nothing and gives bit-identical deltas; only the keys that run used are exported."""
+    model, tok, arch = tiny_model
+    identity = {"id": f"tiny-{arch.family}", "revision": "test"}
+    kw = dict(cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity)
+    shared = TargetCache(tmp_path / "scratch")
+    edit(copy.deepcopy(model), tok, arch, [CASE_B], "memit", hp(steps=5), cache=shared, **kw)  # unrelated entry
+    run_cache = TargetCache(tmp_path / "scratch")
+    r1 = edit(copy.deepcopy(model), tok, arch, [CASE, CASE_B], "memit", hp(), cache=run_cache, **kw)
+    assert run_cache.export(tmp_path / "run" / "targets") == 2
+    assert len(list((tmp_path / "scratch").rglob("*.safetensors"))) == 3
+    assert len(list((tmp_path / "run" / "targets").rglob("*.safetensors"))) == 2
+    r2 = edit(copy.deepcopy(model), tok, arch, [CASE, CASE_B], "memit", hp(),
+              cache=TargetCache(tmp_path / "run" / "targets"), **kw)
+    assert (r2.info["target_cache_hits"], r2.info["target_cache_misses"]) == (2, 0)
+    for k in r1.deltas:
+        torch.testing.assert_close(r2.deltas[k], r1.deltas[k], atol=0, rtol=0)
+
+
 def test_edit_none_and_unknown_method(tiny_model, covariances):
     model, tok, arch = tiny_model
     kw = dict(cov=covariances.__getitem__, prefixes=PREFIXES, model_identity={"id": "x"})

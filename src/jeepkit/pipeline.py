@@ -195,7 +195,10 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
         save_cases(tmp / "requests.jsonl", cases)
         for fname, (tensors, ids) in out["deltas"].items():
             save_deltas(tmp / fname, tensors, {"case_ids": ids, "method": method, "hparams": s.hp, "model": s.ident})
-        write_json(tmp / "info.json", {"hparams": s.hp, "prefixes": s.prefixes, "chunks": out["infos"]})
+        n_targets = s.cache.export(tmp / "targets")
+        write_json(tmp / "info.json", {"hparams": s.hp, "prefixes": s.prefixes, "chunks": out["infos"],
+                                       "targets": {"n": n_targets, "keys": list(s.cache.used),
+                                                   "hits": s.cache.hits, "misses": s.cache.misses}})
         if run_dir.exists():
             shutil.rmtree(run_dir)
         os.replace(tmp, run_dir)

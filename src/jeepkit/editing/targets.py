@@ -3,11 +3,14 @@
 A target depends only on (model, request, objective hyperparameters, context prefixes). Storing it
 per case under a content hash lets edit counts, seeds' re-runs and method variants that share an
 objective (JEEP's "w/o Step 2", "w/o Step 3", "even spread") reuse the dominant cost of an edit.
+The cache itself is a scratch directory shared by stages; every edit run copies the targets it used
+into its own DVC-tracked output (`export`), so each result carries the exact vectors it was built from.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,6 +36,7 @@ class TargetCache:
         self.root = Path(root) if root is not None else None
         self.hits = 0
         self.misses = 0
+        self.used: dict[str, None] = {}  # keys read or written, in first-use order (for `export`)
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
@@ -42,6 +46,7 @@ class TargetCache:
         if self.root is None or not self._path(key).exists():
             return None
         path = self._path(key)
+        self._use(key)
         tensors = load_file(str(path))
         with open(path, "rb") as f:  # metadata lives in the safetensors header
             n = int.from_bytes(f.read(8), "little")
@@ -59,6 +64,27 @@ class TargetCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"info": json.dumps(res.info)})
+        self._use(key)
+
+    def _use(self, key: str) -> None:
+        self.used.setdefault(key, None)
+
+    def export(self, dest: str | Path, keys: Sequence[str] | None = None) -> int:
+        """Copy the cached targets for `keys` (default: every key used so far) into `dest`, same layout.
+
+        `dest` can later serve as the root of a `TargetCache` to re-use or audit those vectors.
+        """
+        if self.root is None:
+            return 0
+        n = 0
+        for key in (self.used if keys is None else keys):
+            src = self._path(key)
+            if src.exists():
+                out = Path(dest) / key[:2] / src.name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out)
+                n += 1
+        return n
 
     def get_or_compute(self, keys: Sequence[str], compute: Callable[[list[int]], list[TargetResult]],
                        batch: int = 8, desc: str = "optimise targets") -> list[TargetResult]:

@@ -1,0 +1,130 @@
+"""The DVC stage functions end to end on a tiny LLaMA saved to disk (model source `path`).
+
+build_data → prepare → stats → edit_and_evaluate, in a scratch working directory laid out like the
+repository. Checks what a user relies on: the run directory holds requests, per-case results, deltas
+that re-apply exactly and the exact target vectors it used; a second run and a variant sharing JEEP's
+objective optimise nothing; bad input exits non-zero with a clear message and leaves no output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import tiny
+from jeepkit import pipeline
+from jeepkit.editing.deltas import load_deltas
+from jeepkit.models import load_model
+
+TINY_HP = {
+    "none": {"unedited": True},
+    "memit": {"layers": [1, 2], "clamp": 4.0, "lambda": 10.0, "lr": 0.5, "steps": 6, "weight_decay": 0.5,
+              "kl_factor": 0.0625, "stop_loss": 0.05, "key_averaging": "grouped"},
+    "jeep": {"layers_low": [1], "layers_high": [3], "clamp_low": 4.0, "clamp_high": 2.0, "lambda_low": 10.0,
+             "lambda_high": 10.0, "weight_decay_low": 0.5, "weight_decay_high": 0.5, "kl_factor_low": 0.0625,
+             "lr": 0.5, "steps": 6, "min_prob": 0.9, "high_anchor": "attn_as_released", "variant": "full"},
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, llama_tok):
+    """A scratch repository: tiny model on disk, a text corpus, params.yaml, data built, stats computed."""
+    root = tmp_path_factory.mktemp("repo")
+    model, tok, _ = tiny.tiny_llama(llama_tok, seed=0)
+    model.save_pretrained(root / "tiny_model", safe_serialization=True)
+    tok.save_pretrained(root / "tiny_model")
+    (root / "corpus.txt").write_text("\n".join(tiny.CORPUS) + "\n")
+    params = {
+        "profile": "test", "seed": 0, "seeds": [0],
+        "data": {"source": "bundled", "datasets": ["counterfact"], "n_records": 12},
+        "model": {"key": "tiny", "source": "path", "id": str(root / "tiny_model"), "dtype": "float32"},
+        "stats": {"corpus": f"file:{root / 'corpus.txt'}", "n_samples": 20, "max_length": 32, "seed": 1,
+                  "layers": [1, 2, 3], "modules": ["mlp_out"]},
+        "edit": {"methods": ["none", "memit", "jeep"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
+        "hparams": {"tiny": TINY_HP},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    torch.set_num_threads(1)
+    pipeline.build_data("counterfact")
+    pipeline.prepare()
+    pipeline.stats()
+    yield root
+    mp.undo()
+
+
+def test_stages_lay_out_data(workdir):
+    assert (workdir / "data/datasets/counterfact.jsonl").exists()
+    prov = json.loads((workdir / "data/datasets/counterfact.provenance.json").read_text())
+    assert prov["source"] == "bundled"
+    card = json.loads((workdir / "data/models/tiny/model_card.json").read_text())
+    assert card["source"] == "path" and card["id"].endswith("tiny_model")
+    assert list((workdir / "data/stats/tiny").rglob("*.safetensors"))
+
+
+def test_edit_run_carries_requests_deltas_and_targets(workdir):
+    m = pipeline.edit_and_evaluate("memit", "counterfact")
+    run = workdir / "data/runs/main/memit/counterfact/s0"
+    info = json.loads((run / "info.json").read_text())
+    assert info["targets"]["n"] == 4 and info["targets"]["misses"] == 4 and info["targets"]["hits"] == 0
+    assert len(list((run / "targets").rglob("*.safetensors"))) == 4
+    assert len((run / "requests.jsonl").read_text().splitlines()) == 4
+    assert len((run / "cases.jsonl").read_text().splitlines()) == 4
+    metrics = json.loads((workdir / "metrics/main/memit_counterfact_s0.json").read_text())
+    assert metrics["summary"]["ES"]["n"] == 4 and metrics["data"]["source"] == "bundled"
+    assert m["summary"] == metrics["summary"]
+
+    # one delta file per chunk, keyed by the edited modules, shaped like their weights
+    model, _, _, _ = load_model(workdir / "data/models/tiny")
+    modules = dict(model.named_modules())
+    chunks = sorted(run.glob("delta_chunk*.safetensors"))
+    assert len(chunks) == 2
+    for path in chunks:
+        deltas, meta = load_deltas(path)
+        assert meta["method"] == "memit" and len(meta["case_ids"]) == 2
+        assert set(deltas) == {"model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj"}
+        assert all(d.shape == modules[k].weight.shape and d.abs().max() > 0 for k, d in deltas.items())
+
+    # exported targets are the vectors in the scratch cache, bit for bit
+    for f in (run / "targets").rglob("*.safetensors"):
+        scratch = workdir / "data/cache/targets/tiny" / f.parent.name / f.name
+        a, b = load_file(str(f)), load_file(str(scratch))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rerun_and_shared_objective_optimise_nothing(workdir):
+    first = pipeline.edit_and_evaluate("jeep", "counterfact")
+    again = pipeline.edit_and_evaluate("jeep", "counterfact")
+    assert again["summary"] == first["summary"]  # deterministic
+    info = json.loads((workdir / "data/runs/main/jeep/counterfact/s0/info.json").read_text())
+    assert info["targets"]["misses"] == 0 and info["targets"]["hits"] == 4
+    pipeline.edit_and_evaluate("jeep", "counterfact", group="ablation", overrides={"variant": "wo_step2"})
+    info = json.loads((workdir / "data/runs/ablation/jeep-variant=wo_step2/counterfact/s0/info.json").read_text())
+    assert info["targets"]["misses"] == 0 and info["targets"]["hits"] == 4
+
+
+def test_bad_dataset_file_exits_nonzero_without_output(workdir, capsys):
+    bad = workdir / "data/datasets/counterfact.jsonl"
+    good = bad.read_text()
+    try:
+        bad.write_text(good.replace('"subject"', '"subjekt"', 1))
+        with pytest.raises(SystemExit) as e:
+            pipeline.stage_main(pipeline.edit_and_evaluate)("memit", "counterfact", group="bad")
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "counterfact.jsonl" in err and "subject" in err
+        assert not (workdir / "data/runs/bad").exists() and not (workdir / "metrics/bad").exists()
+    finally:
+        bad.write_text(good)
+
+
+def test_unknown_method_exits_nonzero(workdir, capsys):
+    with pytest.raises(SystemExit) as e:
+        pipeline.stage_main(pipeline.edit_and_evaluate)("nope", "counterfact")
+    assert e.value.code == 2 and "unknown method 'nope'" in capsys.readouterr().err
