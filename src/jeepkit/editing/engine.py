@@ -133,26 +133,13 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
 
     Every request keeps its own δ rows, loss, clamp and early stop, and Adam is element-wise, so the
     result equals optimising the requests one at a time; batching only fills the CPU's matrix units
-    better. A request that has stopped is frozen (its δ restored after each Adam step).
+    better. A request that has stopped leaves the batch (later passes compute only the active ones)
+    and stays frozen (its δ restored after each Adam step).
     """
     ctx = context_prefixes(prefixes)
     n_c, n_p = len(cases), len(ctx)
-    rows: list[Located] = []
-    for c in cases:
-        rows += _rewrite_rows(tok, c, ctx)
-    kl_rows = [locate_template(tok, KL_TEMPLATE, c.subject) for c in cases]
-    all_rows = rows + kl_rows  # rewrite rows case-major, then one KL row per case
-    seqs = [r.ids[:-1] for r in rows] + [r.ids for r in kl_rows]  # the last target token is never an input
-    ids, mask = right_pad(seqs, pad_id(tok))
-    case_of_row = torch.tensor([i for i in range(n_c) for _ in range(n_p)] + list(range(n_c)))
-    lab_rows = torch.tensor([i for i, r in enumerate(rows) for _ in r.answer_ids])
-    lab_cols = torch.tensor([c for r in rows for c in r.answer_positions])
-    lab_tok = torch.tensor([t for r in rows for t in r.answer_ids])
-    n_tok = torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32)
-    kl_idx = torch.arange(len(rows), len(all_rows))
-    kl_cols = torch.tensor([r.subject_last for r in kl_rows])
-    bare_rows = [i * n_p for i in range(n_c)]  # index into `rows` of each case's bare prompt
-
+    rewrite = [_rewrite_rows(tok, c, ctx) for c in cases]
+    kl_loc = [locate_template(tok, KL_TEMPLATE, c.subject) for c in cases]
     deltas = {d.name: torch.zeros(n_c, arch.hidden_size, requires_grad=True) for d in objective.deltas}
     inits: dict[str, dict] = {d.name: {} for d in objective.deltas}
     opt = torch.optim.Adam(list(deltas.values()), lr=objective.lr)
@@ -161,60 +148,84 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
     active = torch.ones(n_c, dtype=torch.bool)
     kl_init = None
     infos: list[dict[str, Any]] = [{} for _ in cases]
-    row_ids = torch.arange(len(all_rows))
+    batches: dict[tuple[int, ...], dict[str, Any]] = {}
 
-    def forward():
+    def batch_for(sel: tuple[int, ...]) -> dict[str, Any]:
+        """Padded inputs and label indices for the requests `sel` (rewrite rows case-major, then KL rows)."""
+        if sel not in batches:
+            rows = [r for i in sel for r in rewrite[i]]
+            all_rows = rows + [kl_loc[i] for i in sel]
+            ids, mask = right_pad([r.ids[:-1] for r in rows] + [kl_loc[i].ids for i in sel], pad_id(tok))
+            batches[sel] = {
+                "ids": ids, "mask": mask, "rows": torch.arange(len(all_rows)),
+                "case_of_row": torch.tensor([j for j in range(len(sel)) for _ in range(n_p)] + list(range(len(sel)))),
+                "cols": {d.name: torch.tensor([_pos(r, d.position) for r in all_rows]) for d in objective.deltas},
+                "lab_rows": torch.tensor([i for i, r in enumerate(rows) for _ in r.answer_ids]),
+                "lab_cols": torch.tensor([c for r in rows for c in r.answer_positions]),
+                "lab_tok": torch.tensor([t for r in rows for t in r.answer_ids]),
+                "n_tok": torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32),
+                "kl_idx": torch.arange(len(rows), len(all_rows)),
+                "kl_cols": torch.tensor([kl_loc[i].subject_last for i in sel]),
+                "bare_rows": [j * n_p for j in range(len(sel))],  # each request's bare prompt
+                "n_rows": len(rows)}
+        return batches[sel]
+
+    def forward(sel: tuple[int, ...]):
         import contextlib
+        b, idx = batch_for(sel), torch.tensor(sel)
         with contextlib.ExitStack() as stack:
             for d in objective.deltas:
-                cols = torch.tensor([_pos(r, d.position) for r in all_rows])
-                stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)), row_ids, cols,
-                                           (lambda name=d.name: deltas[name][case_of_row]),
-                                           record_init=inits[d.name], init_row=bare_rows))
-            h = final_hidden(model, ids, mask)
-        logp = torch.log_softmax(lm_head(h[lab_rows, lab_cols]).float(), -1)
+                stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)), b["rows"], b["cols"][d.name],
+                                           (lambda name=d.name: deltas[name][idx][b["case_of_row"]]),
+                                           record_init=inits[d.name], init_row=b["bare_rows"]))
+            h = final_hidden(model, b["ids"], b["mask"])
+        lab_rows, lab_tok, n_tok = b["lab_rows"], b["lab_tok"], b["n_tok"]
+        logp = torch.log_softmax(lm_head(h[lab_rows, b["lab_cols"]]).float(), -1)
         tok_logp = logp.gather(1, lab_tok[:, None])[:, 0]
-        per_prompt = torch.zeros(len(rows)).index_add(0, lab_rows, tok_logp) / n_tok
-        kl_logp = torch.log_softmax(lm_head(h[kl_idx, kl_cols]).float(), -1)
+        per_prompt = torch.zeros(b["n_rows"]).index_add(0, lab_rows, tok_logp) / n_tok
+        kl_logp = torch.log_softmax(lm_head(h[b["kl_idx"], b["kl_cols"]]).float(), -1)
         hit = (logp.argmax(-1) == lab_tok).float()
-        argmax_ok = torch.zeros(len(rows)).index_add(0, lab_rows, hit).view(n_c, n_p).sum(1) == \
-            n_tok.view(n_c, n_p).sum(1)
-        return per_prompt.view(n_c, n_p), kl_logp, argmax_ok
+        argmax_ok = torch.zeros(b["n_rows"]).index_add(0, lab_rows, hit).view(len(sel), n_p).sum(1) == \
+            n_tok.view(len(sel), n_p).sum(1)
+        return per_prompt.view(len(sel), n_p), kl_logp, argmax_ok
 
     for step in range(objective.steps):
-        per_prompt, kl_logp, argmax_ok = forward()
+        sel = tuple(active.nonzero().flatten().tolist())  # step 0: every request (records the anchors)
+        idx = torch.tensor(sel)
+        per_prompt, kl_logp, argmax_ok = forward(sel)
         if kl_init is None:
             kl_init = kl_logp.detach().clone()
         nll = -per_prompt.mean(1)
-        kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(1)  # KL(P_current || P_init) per request
-        wd = sum(d.weight_decay * deltas[d.name].norm(dim=1) / inits[d.name]["init"].float().norm(dim=1) ** 2
+        kl = (kl_logp.exp() * (kl_logp - kl_init[idx])).sum(1)  # KL(P_current || P_init) per request
+        wd = sum(d.weight_decay * deltas[d.name][idx].norm(dim=1) / inits[d.name]["init"][idx].float().norm(dim=1) ** 2
                  for d in objective.deltas)
-        loss = nll_factor * nll + objective.kl_factor * kl + wd
-        bad = ~torch.isfinite(loss) & active
+        loss = nll_factor[idx] * nll + objective.kl_factor * kl + wd
+        bad = ~torch.isfinite(loss)
         if bad.any():
-            i = int(bad.nonzero()[0])
+            i = sel[int(bad.nonzero()[0])]
+            j = sel.index(i)
             raise OptimisationError(f"case {cases[i].case_id}: non-finite loss at step {step} "
-                                    f"(nll={nll[i].item()}, kl={kl[i].item()}); lower lr or check the model dtype")
+                                    f"(nll={nll[j].item()}, kl={kl[j].item()}); lower lr or check the model dtype")
         prob = per_prompt.detach().exp().mean(1)
         loss_v, nll_v, kl_v = loss.detach(), nll.detach(), kl.detach()
-        stop = torch.zeros(n_c, dtype=torch.bool)
-        for i in active.nonzero().flatten().tolist():
-            infos[i] = {"steps": step, "loss": loss_v[i].item(), "nll": nll_v[i].item(), "kl": kl_v[i].item(),
-                        "target_prob": prob[i].item()}
+        stop = torch.zeros(len(sel), dtype=torch.bool)
+        for j, i in enumerate(sel):
+            infos[i] = {"steps": step, "loss": loss_v[j].item(), "nll": nll_v[j].item(), "kl": kl_v[j].item(),
+                        "target_prob": prob[j].item()}
         if objective.nll_schedule == "pmet":
             # PMET: once every target token is the argmax, lower the NLL weight and stop when KL is small.
-            nll_factor = torch.where(argmax_ok, torch.full_like(nll_factor, 0.1), torch.ones_like(nll_factor))
+            nll_factor[idx] = torch.where(argmax_ok, torch.full_like(prob, 0.1), torch.ones_like(prob))
             stop |= argmax_ok & (kl_v <= 0.01)
         if objective.stop_rule == "loss":
             stop |= loss_v < objective.stop_value
         elif objective.stop_rule == "prob":
             stop |= prob >= objective.stop_value
-        active &= ~stop
+        active[idx[stop]] = False
         if not active.any() or step == objective.steps - 1:
             break
         frozen = {k: v.detach()[~active].clone() for k, v in deltas.items()}
         opt.zero_grad()
-        (loss * active).sum().backward()
+        (loss * ~stop).sum().backward()
         opt.step()
         with torch.no_grad():
             for d in objective.deltas:
