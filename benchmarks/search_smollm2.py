@@ -4,6 +4,7 @@ Evaluates each candidate setting of a method on the first N records of the *trai
 covariance from WikiText-2, and prints ES / GS / LS / Score and time per setting, so the values in
 params.yaml (hparams.smollm2) can be chosen and the choice documented.
 Usage: python benchmarks/search_smollm2.py --method jeep [--n 12] [--work /tmp/calib]
+       [--grid 'layers_low=[[18,19,20,21,22,23]]' --grid 'layers_high=[[27,28,29]]']  (replaces the built-in grid)
 """
 
 from __future__ import annotations
@@ -43,23 +44,31 @@ def main() -> None:
     ap.add_argument("--mirror", default="../shared/data")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=None, help="write results as JSON here")
+    ap.add_argument("--grid", action="append", default=[], metavar="KEY=JSON_LIST",
+                    help="custom grid axis (repeatable); replaces the built-in grid of --method")
     a = ap.parse_args()
+    grid = {k: json.loads(v) for k, v in (g.split("=", 1) for g in a.grid)} if a.grid else GRIDS[a.method]
     work = Path(a.work or tempfile.mkdtemp(prefix="search."))
     if not (work / "model" / "model_card.json").exists():
         prepare_model({"source": "embedded"}, work / "model")
     model, tok, arch, card = load_model(work / "model")
     ident = model_identity(card)
-    layers = sorted({l for v in GRIDS["jeep"]["layers_high"] for l in v} | set(range(4, 10)))
+    params = load_params("params.yaml")
+    base = method_hparams(params, a.method, "counterfact")
+    layers = set(range(4, 10)) | {l for v in GRIDS["jeep"]["layers_high"] for l in v}
+    for hp in [base] + [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]:
+        for k in ("layers", "layers_low", "layers_high", "layer"):
+            v = hp.get(k)
+            layers |= set(v if isinstance(v, list) else [v] if v is not None else [])
     spec = CorpusSpec(corpus=f"file:{Path(a.mirror) / 'wikitext' / 'wiki.test.raw'}", n_samples=1000,
                       max_length=2048)
-    if not (work / "stats" / spec.key(ident) / f"{arch.name('mlp_out', 27)}.safetensors").exists():
-        compute_stats(model, tok, arch, [arch.name("mlp_out", l) for l in layers], spec, ident, work / "stats")
+    missing = [arch.name("mlp_out", l) for l in sorted(layers)
+               if not (work / "stats" / spec.key(ident) / f"{arch.name('mlp_out', l)}.safetensors").exists()]
+    if missing:
+        compute_stats(model, tok, arch, missing, spec, ident, work / "stats")
     cov = CovarianceStore(work / "stats", spec, ident)
     cases, _ = resolve_dataset("counterfact", "mirror", mirror=a.mirror, mirror_file="counterfact/counterfact-train.json",
                                n=a.n)
-    params = load_params("params.yaml")
-    base = method_hparams(params, a.method, "counterfact")
-    grid = GRIDS[a.method]
     rows = []
     for values in itertools.product(*grid.values()):
         hp = {**base, **dict(zip(grid, values))}
