@@ -22,6 +22,7 @@ import torch
 from jeepkit.data.sources import resolve_dataset
 from jeepkit.editing.engine import sample_prefixes
 from jeepkit.editing.run import edit
+from jeepkit.editing.targets import TargetCache
 from jeepkit.evaluation import evaluate_cases
 from jeepkit.metrics import summarise
 from jeepkit.models import load_model, model_identity, prepare_model
@@ -74,7 +75,8 @@ def main() -> None:
         hp = {**base, **dict(zip(grid, values))}
         edited = copy.deepcopy(model)
         t0 = time.time()
-        res = edit(edited, tok, arch, cases, a.method, hp, cov.get, sample_prefixes(edited, tok, 0), ident)
+        res = edit(edited, tok, arch, cases, a.method, hp, cov.get, sample_prefixes(edited, tok, 0), ident,
+                   cache=TargetCache(work / "targets"))  # settings sharing an objective share targets
         s = summarise(evaluate_cases(edited, tok, cases, progress=False), "counterfact")
         row = {**dict(zip(grid, values)), **{k: round(s[k]["mean"], 1) for k in ("ES", "GS", "LS", "Score")},
                "seconds": round(time.time() - t0, 1)}
