@@ -465,9 +465,10 @@ def probe_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml",
-                    out_dir: str | Path | None = None) -> dict[str, Any]:
+                    out_dir: str | Path | None = None, apply_final_norm: bool | None = None) -> dict[str, Any]:
     """DVC stage: probe the first ``probe.n_records`` records of ``dataset`` and write
-    ``data/probe/<model key>/<dataset>/arrays.npz`` + ``arrays.json``; print the layer recommendation."""
+    ``data/probe/<model key>/<dataset>/arrays.npz`` + ``arrays.json``; print the layer recommendation.
+    ``apply_final_norm`` overrides ``probe.apply_final_norm`` (the pipeline runs both lenses)."""
     from .data.schema import load_cases
     from .models import load_model, model_identity
     from .params import load_params
@@ -476,6 +477,8 @@ def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml"
 
     params = load_params(params_path)
     s = probe_settings(params)
+    if apply_final_norm is not None:
+        s["apply_final_norm"] = bool(apply_final_norm)
     dataset = dataset or s["dataset"]
     p = paths(params)
     all_cases = load_cases(p["datasets"] / f"{dataset}.jsonl")
