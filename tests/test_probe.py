@@ -374,3 +374,11 @@ def test_strict_ranks_and_rank_sum_with_ties():
     assert _strict_ranks(logits, srt, list(range(6)))[0].tolist() == hand
     assert _strict_ranks(logits, None, list(range(6)))[0].tolist() == hand
     assert float(_rank_sum(srt)[0]) == sum(hand)
+
+    # the pipeline's second lens: the override wins over probe.apply_final_norm, into its own directory
+    other = tmp_path / "data" / "probe" / "tiny" / "counterfact-final_norm"
+    run_probe_stage("counterfact", "params.yaml", other, apply_final_norm=True)
+    normed, meta2 = load_probe(other)
+    assert meta2["apply_final_norm"] is True and "final_norm" in meta2["lens"]
+    assert not np.allclose(normed["prob_orig"], arrays["prob_orig"])
+    np.testing.assert_array_equal(normed["token_orig"], arrays["token_orig"])
