@@ -128,3 +128,10 @@ def test_unknown_method_exits_nonzero(workdir, capsys):
     with pytest.raises(SystemExit) as e:
         pipeline.stage_main(pipeline.edit_and_evaluate)("nope", "counterfact")
     assert e.value.code == 2 and "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_target_cache_location_from_environment(monkeypatch, tmp_path):
+    params = {"model": {"key": "tiny"}}
+    assert pipeline.paths(params)["targets"] == Path("data/cache/targets/tiny")
+    monkeypatch.setenv("JEEPKIT_TARGET_CACHE", str(tmp_path / "shared"))
+    assert pipeline.paths(params)["targets"] == tmp_path / "shared" / "tiny"

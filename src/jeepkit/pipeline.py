@@ -29,9 +29,12 @@ DATA_DIR = Path("data")
 
 
 def paths(params: dict[str, Any]) -> dict[str, Path]:
+    """Where stages read and write. JEEPKIT_TARGET_CACHE moves the scratch target cache (e.g. to share it
+    between clones or experiments); it never changes a result, only what has to be recomputed."""
     key = need(params, "model.key")
+    cache = Path(os.environ.get("JEEPKIT_TARGET_CACHE") or DATA_DIR / "cache" / "targets")
     return {"datasets": DATA_DIR / "datasets", "model": DATA_DIR / "models" / key,
-            "stats": DATA_DIR / "stats" / key, "runs": DATA_DIR / "runs", "targets": DATA_DIR / "cache" / "targets" / key,
+            "stats": DATA_DIR / "stats" / key, "runs": DATA_DIR / "runs", "targets": cache / key,
             "metrics": Path("metrics")}
 
 
