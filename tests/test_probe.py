@@ -328,6 +328,14 @@ def test_stage_writes_arrays_and_prints_recommendation(tmp_path, monkeypatch, ca
     printed = capsys.readouterr().out
     assert "recommended low layers" in printed and "jeep.layers_low: not set" in printed
     assert "memit.layers: [0, 1]" in printed
+
+    # the pipeline's second lens: the override wins over probe.apply_final_norm, into its own directory
+    other = tmp_path / "data" / "probe" / "tiny" / "counterfact-final_norm"
+    run_probe_stage("counterfact", "params.yaml", other, apply_final_norm=True)
+    normed, meta2 = load_probe(other)
+    assert meta2["apply_final_norm"] is True and "final_norm" in meta2["lens"]
+    assert not np.allclose(normed["prob_orig"], arrays["prob_orig"])
+    np.testing.assert_array_equal(normed["token_orig"], arrays["token_orig"])
     # same numbers as calling the library directly
     ref = probe_records(model, tok, arch, CASES[:5], wordsets=build_wordsets(tok, CASES[:5], reference=CASES),
                         progress=False)
@@ -375,10 +383,3 @@ def test_strict_ranks_and_rank_sum_with_ties():
     assert _strict_ranks(logits, None, list(range(6)))[0].tolist() == hand
     assert float(_rank_sum(srt)[0]) == sum(hand)
 
-    # the pipeline's second lens: the override wins over probe.apply_final_norm, into its own directory
-    other = tmp_path / "data" / "probe" / "tiny" / "counterfact-final_norm"
-    run_probe_stage("counterfact", "params.yaml", other, apply_final_norm=True)
-    normed, meta2 = load_probe(other)
-    assert meta2["apply_final_norm"] is True and "final_norm" in meta2["lens"]
-    assert not np.allclose(normed["prob_orig"], arrays["prob_orig"])
-    np.testing.assert_array_equal(normed["token_orig"], arrays["token_orig"])
