@@ -48,7 +48,7 @@ def hp(**kw):
 # ---------------------------------------------------------------- manual references
 
 
-from manual import _out, raw_hooks  # noqa: E402
+from manual import _out, raw_hooks, read_in_out  # noqa: E402
 
 
 @torch.no_grad()
@@ -69,12 +69,7 @@ def logits_with_delta(model, arch, ids, layer=None, pos=None, delta=None):
 @torch.no_grad()
 def read_single(model, arch, ids, pos, key_module, cur_module):
     """(input of key_module, output of cur_module) at `pos` for one unpadded prompt."""
-    got = {}
-    hooks = [(key_module, lambda _m, i, _o: got.__setitem__("k", i[0][0, pos].clone())),
-             (cur_module, lambda _m, _i, o: got.__setitem__("c", _out(o)[0, pos].clone()))]
-    with raw_hooks(model, hooks):
-        model(input_ids=torch.tensor([ids]), use_cache=False)
-    return got["k"], got["c"]
+    return read_in_out(model, ids, pos, key_module, cur_module)
 
 
 def ctx(prefixes):
