@@ -13,7 +13,7 @@ import torch
 import tiny
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import rome
-from jeepkit.errors import ConfigError
+from jeepkit.errors import ConfigError, OptimisationError
 from jeepkit.stats import accumulate_second_moments
 from jeepkit.tokens import locate_template
 
@@ -230,18 +230,10 @@ def test_edit_in_place_and_returned_delta(editable_model, covariances, monkeypat
     json.dumps(info)  # the pipeline writes it to info.json
 
 
-def test_inverse_cov_cached_per_tensor():
-    calls = []
-    a = torch.eye(3, dtype=torch.float64) * 2
-
-    def cov(name):
-        calls.append(name)
-        return a
-
-    i1 = rome.inverse_cov(cov, "m.test")
-    i2 = rome.inverse_cov(cov, "m.test")
-    assert i1 is i2
-    torch.testing.assert_close(i1, torch.eye(3, dtype=torch.float64) / 2)
-    b = torch.eye(3, dtype=torch.float64) * 4
-    i3 = rome.inverse_cov(lambda _n: b, "m.test")  # another statistics object: recomputed
-    torch.testing.assert_close(i3, torch.eye(3, dtype=torch.float64) / 4)
+def test_inverse_cov_is_float64_inverse_and_rejects_singular():
+    a = torch.eye(3, dtype=torch.float32) * 2
+    inv = rome.inverse_cov(lambda _n: a, "m.test")
+    assert inv.dtype == torch.float64
+    torch.testing.assert_close(inv, torch.eye(3, dtype=torch.float64) / 2)
+    with pytest.raises(OptimisationError, match="singular"):
+        rome.inverse_cov(lambda _n: torch.zeros(3, 3), "m.test")

@@ -29,8 +29,8 @@ that model carries the earlier edits, so a key of (model, request, objective, te
 wrong for every request but the first; caching only the first of thousands saves nothing. (The
 reference caches first-request vectors for the same reason, and only those.)
 
-C⁻¹ is computed in float64 from `cov(module)` (the reference inverts in fp32) and cached per module
-for as long as `cov` keeps returning the same tensor object (`CovarianceStore` does).
+C⁻¹ is computed in float64 from `cov(module)` (the reference inverts in fp32), once per `edit()` call
+(one chunk of sequential requests); nothing is kept between calls.
 
 The returned delta is the change actually applied, W_after − W_before in float32, so it is exact
 even for fp16 weights (where each rank-one update is rounded when added).
@@ -117,20 +117,15 @@ def rome_prefixes(model: nn.Module, tok, hp: dict[str, Any], seed: int) -> list[
     return out
 
 
-_INV_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
 def inverse_cov(cov: Callable[[str], torch.Tensor], module: str) -> torch.Tensor:
-    """C⁻¹ (float64) for `module`, cached while `cov(module)` returns the same tensor object."""
-    C = cov(module)
-    hit = _INV_CACHE.get(module)
-    if hit is not None and hit[0] is C:
-        return hit[1]
-    inv = torch.linalg.inv(C.to(torch.float64))
+    """C⁻¹ (float64) for `module`; a clear error when C is singular."""
+    try:
+        inv = torch.linalg.inv(cov(module).to(torch.float64))
+    except torch.linalg.LinAlgError:
+        inv = torch.full((1,), float("nan"))
     if not torch.isfinite(inv).all():
         raise OptimisationError(f"rome: the covariance of {module} is singular (non-finite inverse); "
                                 "use more covariance samples")
-    _INV_CACHE[module] = (C, inv)
     return inv
 
 
