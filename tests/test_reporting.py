@@ -14,7 +14,7 @@ import pytest
 
 from jeepkit.errors import InputError
 from jeepkit.reporting import (
-    QUOTED, REPRODUCED, aggregate_runs, bar_figure, format_cell, load_metrics, paper_rows, results_table,
+    QUOTED, RAN_HERE, aggregate_runs, bar_figure, format_cell, load_metrics, paper_rows, results_table,
     write_table,
 )
 
@@ -197,7 +197,7 @@ def test_paper_rows_spot_checks():
     assert paper_rows("table2", "LLaMA").loc["Unedited", "LS"] == 49.2
     assert paper_rows("table3", "GPT-J").loc["FT-WD", "ES"] == 99.4
     assert t2.loc["MEND", "status"] == QUOTED and t2.loc["MALMEN", "status"] == QUOTED
-    assert t2.loc["MEMIT", "status"] == REPRODUCED
+    assert t2.loc["MEMIT", "status"] == RAN_HERE
     with pytest.raises(InputError):
         paper_rows("table4", "GPT-J")
     with pytest.raises(InputError):
@@ -400,7 +400,7 @@ def test_table4_order_labels_and_missing_rows(tree: MetricsTree):
     assert list(t.index) == list(ABLATION_LABELS.values())
     assert t.loc["JEEP", "ES"] == "99.8 ± 2.0"  # full JEEP comes from metrics/main
     assert t.loc["w/o Step 2", "Score (paper)"] == "40.0" and t.loc["JEEP", "LS (paper)"] == "75.7"
-    assert (t["status"] == REPRODUCED).all()
+    assert (t["status"] == RAN_HERE).all()
     note = t.attrs["note"]
     for part in ("smollm2", "bundled", "Edits per run: 12", "Seeds: 0", "per-record t-interval", "LLaMA-7B"):
         assert part in note
@@ -411,7 +411,7 @@ def test_table4_order_labels_and_missing_rows(tree: MetricsTree):
     t = table4(tree.root, "counterfact")
     assert t.loc["Separate Optimization", "Score"] == NOT_RUN and t.loc["Separate Optimization", "status"] == NOT_RUN
     z = table4(tree.root, "zsre")
-    assert (z["status"] == NOT_RUN).sum() == 7 and z.loc["JEEP", "status"] == REPRODUCED
+    assert (z["status"] == NOT_RUN).sum() == 7 and z.loc["JEEP", "status"] == RAN_HERE
 
 
 def test_table4_seeds_use_interval_over_seed_means(tree: MetricsTree):

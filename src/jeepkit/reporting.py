@@ -56,7 +56,8 @@ DATASET_LABELS: Mapping[str, str] = MappingProxyType({"counterfact": "CounterFac
 PAPER_TABLE_FOR: Mapping[str, str] = MappingProxyType({"zsre": "table2", "counterfact": "table3", "mcf": "table3"})
 
 QUOTED = "quoted, not reproduced"
-REPRODUCED = "reproduced here"
+# Our rows are runs of this package; whether they reproduce the paper is the ledger's verdict, not the table's.
+RAN_HERE = "run here (verdict: ledger)"
 _NOT_REPRODUCED = frozenset({"MEND", "MALMEN"})
 
 # Paper Tables 2 and 3 (spec §10; CIs are the parenthesised 95% half-widths printed in the paper, which
@@ -347,7 +348,7 @@ def paper_rows(table: str, model: str) -> pd.DataFrame:
     for label, (sc, es, es_ci, gs, gs_ci, ls, ls_ci) in _PAPER[key]:
         rows.append({"Method": label, "Score": sc, "ES": es, "GS": gs, "LS": ls, "ES_ci95": es_ci,
                      "GS_ci95": gs_ci, "LS_ci95": ls_ci,
-                     "status": QUOTED if label in _NOT_REPRODUCED else REPRODUCED})
+                     "status": QUOTED if label in _NOT_REPRODUCED else RAN_HERE})
     out = pd.DataFrame(rows).set_index("Method")
     name = {"table2": "Table 2 (zsRE)", "table3": "Table 3 (Multi-CounterFact)"}[table]
     out.attrs["note"] = f"Paper {name}, {model}, {_PAPER_SCALE}. Score has no interval in the paper."
@@ -431,7 +432,7 @@ OVER_SEEDS = "t-interval over seed means"
 PAPER_REFERENCE = "paper value (for reference)"
 OURS = "ours (this package)"
 NOT_RUN = "not run"
-NOT_IN_PAPER = "ours; not in the paper"
+NOT_IN_PAPER = "run here; not in the paper"
 
 # Table 4: variant key (jeep.VARIANTS, the `variant` override) -> the paper's row label, in the paper's order.
 ABLATION_LABELS: Mapping[str, str] = MappingProxyType({
@@ -569,7 +570,7 @@ def comparison_table(runs: pd.DataFrame, dataset: str, *, model: str | None = No
         for label, r in ours.iterrows():
             index.append(f"ours: {label}")
             rows.append({"Source": OURS, "Method": label, **{m: r[m] for m in METRIC_COLUMNS},
-                         "status": REPRODUCED if label in in_paper else NOT_IN_PAPER})
+                         "status": RAN_HERE if label in in_paper else NOT_IN_PAPER})
         note = ours.attrs["note"]
     else:
         note = f"{DATASET_LABELS.get(dataset, dataset)}: no runs of ours (the table shows the paper's rows only)."
@@ -622,7 +623,7 @@ def ablation_frame(metrics_root: str | os.PathLike, dataset: str, *, model: str 
                                             "data_source": "", "files": ""}
         rows.append({"variant": key, "label": ABLATION_LABELS[key], **base,
                      **{f"paper_{m}": v for m, v in zip(METRIC_COLUMNS, _PAPER_TABLE4[key])},
-                     "status": REPRODUCED if len(g) else NOT_RUN})
+                     "status": RAN_HERE if len(g) else NOT_RUN})
     out = pd.DataFrame(rows).set_index("variant")
     out.attrs["note"] = _frame_note("Table 4 (ablations; JEEP = the main run)", dataset, out, paper=PAPER_TABLE4_NOTE)
     return out
