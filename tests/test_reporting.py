@@ -491,3 +491,24 @@ def test_case_study_frame(tree: MetricsTree):
 def test_placeholder_figure(tmp_path: Path):
     png, pdf = placeholder_figure(tmp_path / "p.png", "Fig. 6", "no runs")
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_saved_figures_are_byte_identical_on_rerun(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jeepkit.reporting import _save_figure
+
+    import time
+
+    digests = []
+    for name in ("a", "b"):
+        time.sleep(1.1)  # the PDF date has one-second resolution
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        png, pdf = _save_figure(fig, tmp_path / f"{name}.png")
+        plt.close(fig)
+        digests.append((png.read_bytes(), pdf.read_bytes()))
+    assert digests[0] == digests[1]  # no timestamp: DVC and git see no change when nothing changed

@@ -414,13 +414,7 @@ def bar_figure(df: pd.DataFrame, dataset: str, path_png: str | os.PathLike, *, m
                  f"{', '.join(dict.fromkeys(agg['data_source']))} data, n = {n_text} edits{seed_text}", fontsize=10)
     ax.legend(ncols=len(metrics), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
-    png = Path(path_png)
-    pdf = png.with_suffix(".pdf")
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    with atomic_path(pdf) as tmp:
-        fig.savefig(tmp, format="pdf")
-    return png, pdf
+    return _save_figure(fig, path_png)
 
 
 # ================================================================== the metrics tree (Tables 1-4, Fig. 4, Fig. 6)
@@ -861,12 +855,13 @@ def placeholder_table(message: str, title: str = "") -> pd.DataFrame:
 
 
 def _save_figure(fig, path_png: str | os.PathLike) -> tuple[Path, Path]:
+    """PNG and PDF, atomically; the PDF without a creation date so a re-run gives the same bytes."""
     png = Path(path_png)
     pdf = png.with_suffix(".pdf")
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=150)
     with atomic_path(pdf) as tmp:
-        fig.savefig(tmp, format="pdf")
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
     return png, pdf
 
 
