@@ -4,6 +4,7 @@ Covariance from the first 1,000 non-empty lines of wiki.test.raw (max length 204
 from params.yaml (hparams.smollm2, CounterFact). Prints one line per run: ES / GS / LS / Score with
 95% intervals and the edit time. Usage:
   python benchmarks/real_methods.py --n 25 --work /tmp/calib [--methods none memit jeep ...] [--anchors]
+      [--jeep-grid clamp_high='[1.0, 0.75]']   # JEEP once per value (e.g. Fig. 6 on real records)
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/calib")
     ap.add_argument("--methods", nargs="*", default=["none", "ft_wd", "rome", "memit", "pmet", "alphaedit", "jeep"])
     ap.add_argument("--anchors", action="store_true", help="also run JEEP with each high_anchor")
+    ap.add_argument("--jeep-grid", default=None, metavar="KEY=JSON_LIST",
+                    help="also run JEEP once per value of one hyperparameter, in the order given")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -56,6 +59,9 @@ def main() -> None:
     runs = [(m, {}) for m in a.methods]
     if a.anchors:
         runs += [("jeep", {"high_anchor": x}) for x in ("mlp_consistent", "resid_paper")]
+    if a.jeep_grid:
+        key, _, values = a.jeep_grid.partition("=")
+        runs += [("jeep", {key: v}) for v in json.loads(values)]
     rows = []
     for method, over in runs:
         hp = {**method_hparams(params, method, "counterfact"), **over}
