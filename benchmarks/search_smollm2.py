@@ -1,9 +1,11 @@
-"""Hyperparameter search for SmolLM2 on counterfact-train.json (never on the records we report).
+"""Hyperparameter search for SmolLM2 on a train split (never on the records we report).
+
+Splits: counterfact-train.json (--dataset counterfact, default) or zsre_mend_train-1k.json (--dataset zsre).
 
 Evaluates each candidate setting of a method on the first N records of the *train* split with
 covariance from WikiText-2, and prints ES / GS / LS / Score and time per setting, so the values in
 params.yaml (hparams.smollm2) can be chosen and the choice documented.
-Usage: python benchmarks/search_smollm2.py --method jeep [--n 12] [--work /tmp/calib]
+Usage: python benchmarks/search_smollm2.py --method jeep [--dataset zsre] [--n 12] [--work /tmp/calib]
        [--grid 'layers_low=[[18,19,20,21,22,23]]' --grid 'layers_high=[[27,28,29]]']  (replaces the built-in grid)
 """
 
@@ -37,10 +39,13 @@ GRIDS = {
     "rome": {"layer": [4, 6, 8]},
 }
 
+TRAIN_SPLITS = {"counterfact": "counterfact/counterfact-train.json", "zsre": "zsre/zsre_mend_train-1k.json"}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--method", required=True, choices=sorted(GRIDS))
+    ap.add_argument("--dataset", default="counterfact", choices=sorted(TRAIN_SPLITS))
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--mirror", default="../shared/data")
     ap.add_argument("--work", default=None)
@@ -55,7 +60,7 @@ def main() -> None:
     model, tok, arch, card = load_model(work / "model")
     ident = model_identity(card)
     params = load_params("params.yaml")
-    base = method_hparams(params, a.method, "counterfact")
+    base = method_hparams(params, a.method, a.dataset)
     layers = set(range(4, 10)) | {l for v in GRIDS["jeep"]["layers_high"] for l in v}
     for hp in [base] + [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]:
         for k in ("layers", "layers_low", "layers_high", "layer"):
@@ -68,8 +73,7 @@ def main() -> None:
     if missing:
         compute_stats(model, tok, arch, missing, spec, ident, work / "stats")
     cov = CovarianceStore(work / "stats", spec, ident)
-    cases, _ = resolve_dataset("counterfact", "mirror", mirror=a.mirror, mirror_file="counterfact/counterfact-train.json",
-                               n=a.n)
+    cases, _ = resolve_dataset(a.dataset, "mirror", mirror=a.mirror, mirror_file=TRAIN_SPLITS[a.dataset], n=a.n)
     rows = []
     for values in itertools.product(*grid.values()):
         hp = {**base, **dict(zip(grid, values))}
@@ -77,13 +81,13 @@ def main() -> None:
         t0 = time.time()
         res = edit(edited, tok, arch, cases, a.method, hp, cov.get, sample_prefixes(edited, tok, 0), ident,
                    cache=TargetCache(work / "targets"))  # settings sharing an objective share targets
-        s = summarise(evaluate_cases(edited, tok, cases, progress=False), "counterfact")
+        s = summarise(evaluate_cases(edited, tok, cases, progress=False), a.dataset)
         row = {**dict(zip(grid, values)), **{k: round(s[k]["mean"], 1) for k in ("ES", "GS", "LS", "Score")},
                "seconds": round(time.time() - t0, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps({"method": a.method, "n": a.n, "split": "counterfact-train.json",
+        Path(a.out).write_text(json.dumps({"method": a.method, "n": a.n, "split": TRAIN_SPLITS[a.dataset],
                                            "base": base, "rows": rows}, indent=2))
 
 
