@@ -66,12 +66,6 @@ def logits_with_delta(model, arch, ids, layer=None, pos=None, delta=None):
         return model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits[0].float()
 
 
-@torch.no_grad()
-def read_single(model, arch, ids, pos, key_module, cur_module):
-    """(input of key_module, output of cur_module) at `pos` for one unpadded prompt."""
-    return read_in_out(model, ids, pos, key_module, cur_module)
-
-
 def ctx(prefixes):
     return [""] + list(prefixes)
 
@@ -200,7 +194,7 @@ def test_optimise_targets_step0(tiny_model):
     assert res.info["delta_norm_main"] == 0.0
     torch.testing.assert_close(res.z["main"], res.init["main"])
     bare = locate_template(tok, CASE_2TOK.prompt, CASE_2TOK.subject)
-    _, h = read_single(model, arch, bare.ids, bare.subject_last, arch.name("mlp_out", 2), arch.name("layer", 2))
+    _, h = read_in_out(model, bare.ids, bare.subject_last, arch.name("mlp_out", 2), arch.name("layer", 2))
     torch.testing.assert_close(res.init["main"], h, atol=1e-5, rtol=1e-5)
     per_prompt = []
     for p in ctx(PREFIXES):
@@ -290,7 +284,7 @@ def test_read_keys_and_cur(tiny_model, grouping):
         ks, curs = [], []
         for p in ctx(PREFIXES):
             loc = locate_template(tok, c.prompt, c.subject, prefix=p)
-            k, h = read_single(model, arch, loc.ids, loc.subject_last, key_module, cur_module)
+            k, h = read_in_out(model, loc.ids, loc.subject_last, key_module, cur_module)
             ks.append(k)
             curs.append(h)
         ks = torch.stack(ks)
@@ -309,7 +303,7 @@ def test_read_keys_at_prompt_last(tiny_model):
     key_module, cur_module = arch.name("mlp_out", 3), arch.name("mlp", 3)
     K, cur = read_keys_and_cur(model, tok, arch, [CASE], [], key_module, "prompt_last", cur_module)
     loc = locate_template(tok, CASE.prompt, CASE.subject)
-    k, h = read_single(model, arch, loc.ids, loc.prompt_last, key_module, cur_module)
+    k, h = read_in_out(model, loc.ids, loc.prompt_last, key_module, cur_module)
     torch.testing.assert_close(K[:, 0], k, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(cur[:, 0], h, atol=1e-5, rtol=1e-4)
 

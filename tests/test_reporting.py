@@ -494,14 +494,14 @@ def test_placeholder_figure(tmp_path: Path):
 
 
 def test_saved_figures_are_byte_identical_on_rerun(tmp_path):
+    import time
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from jeepkit.reporting import _save_figure
-
-    import time
 
     digests = []
     for name in ("a", "b"):

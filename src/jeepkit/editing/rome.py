@@ -119,13 +119,14 @@ def rome_prefixes(model: nn.Module, tok, hp: dict[str, Any], seed: int) -> list[
 
 def inverse_cov(cov: Callable[[str], torch.Tensor], module: str) -> torch.Tensor:
     """C⁻¹ (float64) for `module`; a clear error when C is singular."""
+    singular = OptimisationError(f"rome: the covariance of {module} is singular (non-finite inverse); "
+                                 "use more covariance samples")
     try:
         inv = torch.linalg.inv(cov(module).to(torch.float64))
-    except torch.linalg.LinAlgError:
-        inv = torch.full((1,), float("nan"))
+    except torch.linalg.LinAlgError as e:
+        raise singular from e
     if not torch.isfinite(inv).all():
-        raise OptimisationError(f"rome: the covariance of {module} is singular (non-finite inverse); "
-                                "use more covariance samples")
+        raise singular
     return inv
 
 
