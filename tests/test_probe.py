@@ -373,6 +373,17 @@ def test_notebook_runs_on_synthetic_arrays(tmp_path, name, figure):
         assert f.exists() and f.stat().st_size > 1000
 
 
+def test_probe_figures_carry_no_creation_date(tmp_path):
+    """The probe's figures go through the shared writer: a re-run of the stage gives the same PDF bytes."""
+    from jeepkit.probe import plot_fig2, plot_fig5
+
+    arrays = synthetic_arrays(n=10)
+    for plot, name in ((plot_fig2, "fig2"), (plot_fig5, "fig5")):
+        png, pdf = plot(arrays, tmp_path / f"{name}.png")
+        assert png.suffix == ".png" and png.stat().st_size > 1000
+        assert b"CreationDate" not in pdf.read_bytes()
+
+
 def test_strict_ranks_and_rank_sum_with_ties():
     from jeepkit.probe import _rank_sum, _strict_ranks
 

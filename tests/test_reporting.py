@@ -501,14 +501,14 @@ def test_saved_figures_are_byte_identical_on_rerun(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jeepkit.reporting import _save_figure
+    from jeepkit.io import save_figure
 
     digests = []
     for name in ("a", "b"):
         time.sleep(1.1)  # the PDF date has one-second resolution
         fig, ax = plt.subplots()
         ax.plot([0, 1], [1, 0])
-        png, pdf = _save_figure(fig, tmp_path / f"{name}.png")
+        png, pdf = save_figure(fig, tmp_path / f"{name}.png")
         plt.close(fig)
         digests.append((png.read_bytes(), pdf.read_bytes()))
     assert digests[0] == digests[1]  # no timestamp: DVC and git see no change when nothing changed

@@ -50,6 +50,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> tuple[Path, Path]:
+    """PNG and PDF next to each other, atomically; the PDF carries no creation date, so a re-run
+    with the same data gives the same bytes (DVC and git then see no change)."""
+    png = Path(path).with_suffix(".png")
+    pdf = png.with_suffix(".pdf")
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
+    return png, pdf
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON; a parse error names the file, line and column."""
     path = Path(path)

@@ -46,7 +46,7 @@ from torch import nn
 from .data.schema import EditCase
 from .errors import ConfigError, InputError
 from .hooks import capture
-from .io import atomic_path, write_json
+from .io import atomic_path, save_figure, write_json
 from .models import Arch, get_module
 from .tokens import locate_template, pad_id, right_pad
 from .wordsets import EXPLICIT_SETS, SET_NAMES, WordSets
@@ -436,15 +436,10 @@ def plot_fig5(arrays: dict[str, np.ndarray], path: str | Path, *, first_layer: i
 
 
 def _save(fig, path: str | Path) -> list[Path]:
+    """The shared PNG + PDF writer, then free the pyplot figure."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    written = []
-    for ext in (".png", ".pdf"):
-        target = path.with_suffix(ext)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext[1:], dpi=150)
-        written.append(target)
+    written = list(save_figure(fig, path))
     plt.close(fig)
     return written
 

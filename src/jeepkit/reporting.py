@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .io import atomic_path, read_json, write_text
+from .io import read_json, save_figure, write_text
 from .metrics import t_interval
 
 METRIC_COLUMNS = ("Score", "ES", "GS", "LS")  # the paper's column order
@@ -414,7 +414,7 @@ def bar_figure(df: pd.DataFrame, dataset: str, path_png: str | os.PathLike, *, m
                  f"{', '.join(dict.fromkeys(agg['data_source']))} data, n = {n_text} edits{seed_text}", fontsize=10)
     ax.legend(ncols=len(metrics), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
-    return _save_figure(fig, path_png)
+    return save_figure(fig, path_png)
 
 
 # ================================================================== the metrics tree (Tables 1-4, Fig. 4, Fig. 6)
@@ -854,17 +854,6 @@ def placeholder_table(message: str, title: str = "") -> pd.DataFrame:
     return out
 
 
-def _save_figure(fig, path_png: str | os.PathLike) -> tuple[Path, Path]:
-    """PNG and PDF, atomically; the PDF without a creation date so a re-run gives the same bytes."""
-    png = Path(path_png)
-    pdf = png.with_suffix(".pdf")
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    with atomic_path(pdf) as tmp:
-        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
-    return png, pdf
-
-
 def _new_figure(size: tuple[float, float]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -881,7 +870,7 @@ def placeholder_figure(path_png: str | os.PathLike, title: str, message: str) ->
     ax.axis("off")
     ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=11, weight="bold", transform=ax.transAxes)
     ax.text(0.5, 0.35, message, ha="center", va="center", fontsize=9, wrap=True, transform=ax.transAxes)
-    return _save_figure(fig, path_png)
+    return save_figure(fig, path_png)
 
 
 def _wrap(text: str, width: int = 120) -> str:
@@ -929,7 +918,7 @@ def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Pa
     fig.legend(h, lab, loc="lower center", ncols=max(1, len(lab)), frameon=False, fontsize=9)
     fig.suptitle(_wrap(note, 130), fontsize=7.5)
     fig.tight_layout(rect=(0, 0.05, 1, 0.93))
-    return _save_figure(fig, path_png)
+    return save_figure(fig, path_png)
 
 
 def sweep_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Path, Path]:
@@ -953,4 +942,4 @@ def sweep_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Path
     axes[0].set_ylabel("% (95% CI)")
     fig.suptitle(_wrap(note, 150), fontsize=7.5)
     fig.tight_layout(rect=(0, 0, 1, 0.85))
-    return _save_figure(fig, path_png)
+    return save_figure(fig, path_png)
