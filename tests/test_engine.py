@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import tiny
+from tiny import CASE, CASE_B, PREFIXES
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import memit
 from jeepkit.editing.engine import (
@@ -28,13 +29,8 @@ from jeepkit.tokens import locate_template, pad_id, right_pad
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-CASE = EditCase(case_id="c0", kind="counterfact", prompt="The mother tongue of {} is", subject="Danielle Darrieux",
-                target_new="English", target_true="French")
 CASE_2TOK = EditCase(case_id="c1", kind="counterfact", prompt="The author of {} is", subject="1984",
                      target_new="Danielle Darrieux", target_true="George Orwell")
-CASE_B = EditCase(case_id="c2", kind="counterfact", prompt="{} is a city in", subject="Paris",
-                  target_new="Japan", target_true="France")
-PREFIXES = ["Therefore you know. ", "Because I said so, you know. "]
 LAYERS = [1, 2]
 
 

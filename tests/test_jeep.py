@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import tiny
-from jeepkit.data.schema import EditCase
+from tiny import CASE, CASE_B, PREFIXES
 from jeepkit.editing import jeep
 from jeepkit.editing import run as run_mod
 from jeepkit.editing.engine import KL_TEMPLATE, DeltaSpec, optimise_targets_batch
@@ -35,12 +35,7 @@ from jeepkit.tokens import locate_template
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-CASE = EditCase(case_id="c0", kind="counterfact", prompt="The mother tongue of {} is", subject="Danielle Darrieux",
-                target_new="English", target_true="French")
-CASE_B = EditCase(case_id="c2", kind="counterfact", prompt="{} is a city in", subject="Paris",
-                  target_new="Japan", target_true="France")
 CASES = [CASE, CASE_B]
-PREFIXES = ["Therefore you know. ", "Because I said so, you know. "]
 LOW, HIGH = (0, 1), (2, 3)  # tiny models have 4 layers
 
 

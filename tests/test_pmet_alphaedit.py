@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tiny
+from tiny import CASE, CASE_B, PREFIXES
 from jeepkit.errors import ConfigError
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import alphaedit, engine, pmet
@@ -28,16 +29,11 @@ from jeepkit.tokens import locate_template
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-CASE = EditCase(case_id="c0", kind="counterfact", prompt="The mother tongue of {} is", subject="Danielle Darrieux",
-                target_new="English", target_true="French")
-CASE_B = EditCase(case_id="c2", kind="counterfact", prompt="{} is a city in", subject="Paris",
-                  target_new="Japan", target_true="France")
 # The subject ends the prompt, so δ at subject_last acts on the prediction directly: on these tiny models the
 # target becomes the argmax within a few steps (needed to exercise PMET's NLL schedule).
 CASE_END = EditCase(case_id="c3", kind="counterfact", prompt="The official language of {}", subject="Italy",
                     target_new="English", target_true="Italian")
 CASES = [CASE, CASE_B]
-PREFIXES = ["Therefore you know. ", "Because I said so, you know. "]
 LAYERS = (1, 2)
 
 

@@ -15,6 +15,15 @@ from __future__ import annotations
 
 import torch
 
+from jeepkit.data.schema import EditCase
+
+# Edit requests and context prefixes shared by the editor tests (every word is in CORPUS below).
+CASE = EditCase(case_id="c0", kind="counterfact", prompt="The mother tongue of {} is", subject="Danielle Darrieux",
+                target_new="English", target_true="French")
+CASE_B = EditCase(case_id="c2", kind="counterfact", prompt="{} is a city in", subject="Paris",
+                  target_new="Japan", target_true="France")
+PREFIXES = ["Therefore you know. ", "Because I said so, you know. "]
+
 # Words the tests put in prompts, subjects, answers, prefixes and the "self" corpus seeds.
 CORPUS = [
     "The mother tongue of Danielle Darrieux is French.",

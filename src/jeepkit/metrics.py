@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -72,18 +72,7 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float
     n = 0 gives (nan, nan); n = 1 gives (value, nan) because the spread is unknown (this mirrors the
     official code's NaN for a single chunk). Identical values give half-width 0.
     """
-    x = _clean(values)
-    n = x.size
-    if n == 0:
-        return math.nan, math.nan
-    mean = float(x.mean())
-    if n < 2:
-        return mean, math.nan
-    sd = float(x.std(ddof=1))
-    if sd == 0.0:
-        return mean, 0.0
-    q = float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1))
-    return mean, q * sd / math.sqrt(n)
+    return _interval(values, lambda n: float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)))
 
 
 def normal_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -91,6 +80,11 @@ def normal_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[
 
     Same conventions as `t_interval` for n < 2 and constant values.
     """
+    return _interval(values, lambda n: float(stats.norm.ppf((1.0 + confidence) / 2.0)))
+
+
+def _interval(values: Iterable[float], quantile: Callable[[int], float]) -> tuple[float, float]:
+    """Shared conventions of both intervals: half-width = quantile(n) * s / sqrt(n)."""
     x = _clean(values)
     n = x.size
     if n == 0:
@@ -101,8 +95,7 @@ def normal_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[
     sd = float(x.std(ddof=1))
     if sd == 0.0:
         return mean, 0.0
-    z = float(stats.norm.ppf((1.0 + confidence) / 2.0))
-    return mean, z * sd / math.sqrt(n)
+    return mean, quantile(n) * sd / math.sqrt(n)
 
 
 def _mean_or_none(xs: Sequence[float]) -> float | None:
