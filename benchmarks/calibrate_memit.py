@@ -57,9 +57,9 @@ def main() -> None:
                           max_length=a.max_length)
     modules = [arch.name("mlp_out", l) for l in HP["layers"]]
     if not (work / "stats" / spec.key(ident)).exists():
-        side = compute_stats(model, tok, arch, modules, spec, ident, work / "stats")
+        side, secs = compute_stats(model, tok, arch, modules, spec, ident, work / "stats")
         print(f"covariance: {side['n_documents']} lines, {side['n_tokens']} tokens, {len(modules)} layers, "
-              f"{side['seconds']} s")
+              f"{secs['seconds']} s")
     cov = CovarianceStore(work / "stats", spec, ident)
     cases, prov = resolve_dataset("counterfact", "mirror", mirror=a.mirror, n=a.n)
     t0 = time.time()

@@ -1,7 +1,8 @@
 """DVC stage: build or read one dataset into the canonical schema (data/datasets/<name>.jsonl)."""
 import argparse
 
-from jeepkit.pipeline import build_data, stage_main
+from jeepkit.cli import stage_main
+from jeepkit.inputs import build_data
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

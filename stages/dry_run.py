@@ -4,7 +4,7 @@ import argparse
 import yaml
 
 from jeepkit.params import load_params
-from jeepkit.pipeline import stage_main
+from jeepkit.cli import stage_main
 from jeepkit.profiles import apply_overrides, dry_run, load_profile
 
 

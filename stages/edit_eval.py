@@ -5,7 +5,8 @@ metrics/<group>/<run>_<dataset>_s<seed>.json.
 """
 import argparse
 
-from jeepkit.pipeline import edit_and_evaluate, parse_overrides, stage_main
+from jeepkit.cli import parse_overrides, stage_main
+from jeepkit.pipeline import edit_and_evaluate
 
 
 def main(a: argparse.Namespace) -> None:

@@ -1,7 +1,8 @@
 """DVC stage: materialise the model once (embedded GGUF -> safetensors, or a pinned hub pointer)."""
 import argparse
 
-from jeepkit.pipeline import prepare, stage_main
+from jeepkit.cli import stage_main
+from jeepkit.inputs import prepare
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -1,7 +1,7 @@
 """DVC stage: logit-lens probe of the unedited model (data/probe/<model key>/<dataset>/arrays.npz + arrays.json)."""
 import argparse
 
-from jeepkit.pipeline import stage_main
+from jeepkit.cli import stage_main
 from jeepkit.probe import run_probe_stage
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """DVC stage: Fig. 4 scaling curve for one method (batch sizes m_i up to scaling.max_edits)."""
 import argparse
 
-from jeepkit.pipeline import scaling, stage_main
+from jeepkit.cli import stage_main
+from jeepkit.pipeline import scaling
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -1,7 +1,8 @@
 """DVC stage: covariance statistics E[kk^T] for every edited layer, in one pass over the corpus."""
 import argparse
 
-from jeepkit.pipeline import stage_main, stats
+from jeepkit.cli import stage_main
+from jeepkit.inputs import stats
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -17,7 +17,8 @@ import yaml
 from safetensors.torch import load_file
 
 import tiny
-from jeepkit import pipeline
+from jeepkit import cli, inputs, pipeline
+from jeepkit.params import paths
 from jeepkit.editing.deltas import load_deltas
 from jeepkit.models import load_model
 
@@ -52,9 +53,9 @@ def workdir(tmp_path_factory, llama_tok):
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
     torch.set_num_threads(1)
-    pipeline.build_data("counterfact")
-    pipeline.prepare()
-    pipeline.stats()
+    inputs.build_data("counterfact")
+    inputs.prepare()
+    inputs.stats()
     yield root
     mp.undo()
 
@@ -115,7 +116,7 @@ def test_bad_dataset_file_exits_nonzero_without_output(workdir, capsys):
     try:
         bad.write_text(good.replace('"subject"', '"subjekt"', 1))
         with pytest.raises(SystemExit) as e:
-            pipeline.stage_main(pipeline.edit_and_evaluate)("memit", "counterfact", group="bad")
+            cli.stage_main(pipeline.edit_and_evaluate)("memit", "counterfact", group="bad")
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "counterfact.jsonl" in err and "subject" in err
@@ -126,12 +127,12 @@ def test_bad_dataset_file_exits_nonzero_without_output(workdir, capsys):
 
 def test_unknown_method_exits_nonzero(workdir, capsys):
     with pytest.raises(SystemExit) as e:
-        pipeline.stage_main(pipeline.edit_and_evaluate)("nope", "counterfact")
+        cli.stage_main(pipeline.edit_and_evaluate)("nope", "counterfact")
     assert e.value.code == 2 and "unknown method 'nope'" in capsys.readouterr().err
 
 
 def test_target_cache_location_from_environment(monkeypatch, tmp_path):
     params = {"model": {"key": "tiny"}}
-    assert pipeline.paths(params)["targets"] == Path("data/cache/targets/tiny")
+    assert paths(params)["targets"] == Path("data/cache/targets/tiny")
     monkeypatch.setenv("JEEPKIT_TARGET_CACHE", str(tmp_path / "shared"))
-    assert pipeline.paths(params)["targets"] == tmp_path / "shared" / "tiny"
+    assert paths(params)["targets"] == tmp_path / "shared" / "tiny"

@@ -95,7 +95,7 @@ def test_compute_stats_and_store(tiny_model, tmp_path):
     corpus = _write_corpus(tmp_path / "corpus.txt", DOCS)
     spec = CorpusSpec(corpus=f"file:{corpus}", n_samples=5, max_length=MAX_LEN, dtype="float32", seed=1)
     ident = {"id": f"tiny-{arch.family}", "revision": "abc123", "dtype": "float32"}
-    side = compute_stats(model, tok, arch, names, spec, ident, tmp_path / "stats")
+    side, _ = compute_stats(model, tok, arch, names, spec, ident, tmp_path / "stats")
     out = tmp_path / "stats" / spec.key(ident)
     sidecar = json.loads((out / "sidecar.json").read_text())
     for s in (side, sidecar):

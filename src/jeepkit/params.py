@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,19 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not path.exists():
         raise InputError("params file not found", file=str(path))
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=str(path)) from None
     except yaml.YAMLError as e:
-        raise InputError(f"malformed YAML: {e}", file=str(path)) from None
+        raise InputError("malformed YAML: " + " ".join(str(e).split()), file=str(path)) from None
     if not isinstance(params, dict):
         raise InputError("top level must be a mapping", file=str(path))
-    return params
+    from .config import validate_params
+
+    try:
+        return validate_params(params)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def need(params: dict[str, Any], dotted: str) -> Any:
@@ -47,3 +55,16 @@ def method_hparams(params: dict[str, Any], method: str, dataset: str) -> dict[st
     overrides = hp.pop("by_dataset", {}) or {}
     hp.update(overrides.get(dataset, {}) or {})
     return hp
+
+
+DATA_DIR = Path("data")
+
+
+def paths(params: dict[str, Any]) -> dict[str, Path]:
+    """Where stages read and write. JEEPKIT_TARGET_CACHE moves the scratch target cache (e.g. to share it
+    between clones or experiments); it never changes a result, only what has to be recomputed."""
+    key = need(params, "model.key")
+    cache = Path(os.environ.get("JEEPKIT_TARGET_CACHE") or DATA_DIR / "cache" / "targets")
+    return {"datasets": DATA_DIR / "datasets", "model": DATA_DIR / "models" / key,
+            "stats": DATA_DIR / "stats" / key, "runs": DATA_DIR / "runs", "targets": cache / key,
+            "metrics": Path("metrics"), "timings": DATA_DIR / "timings"}

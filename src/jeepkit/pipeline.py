@@ -1,114 +1,47 @@
-"""What each DVC stage does. Stages in stages/ only parse arguments and call these functions."""
+"""What the edit stages do (Tables 2-4, Fig. 4 and 6). Stages in stages/ only parse arguments and call these.
+
+Every edit stage writes its run directory and metrics deterministically: wall times, target-cache
+hits and other machine- or history-dependent facts go to data/timings/ (outside every DVC output),
+so two runs of the same stage, on any machine, give the same bytes.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import yaml
 
+from . import faults
 from .data.schema import load_cases, save_cases
 from .editing.deltas import parameter, save_deltas
-from .data.sources import resolve_dataset
-from .errors import ConfigError, JeepkitError
-from .io import write_json, write_jsonl
+from .errors import ConfigError, InputError
+from .io import atomic_dir, read_json, write_json, write_jsonl
+from .lineage import code_version
 from .metrics import summarise
-from .models import arch_for, load_model, model_identity, prepare_model
-from .params import load_params, method_hparams, need
-from .stats import CorpusSpec, CovarianceStore, compute_stats
+from .models import load_model, model_identity
+from .params import load_params, method_hparams, need, paths
+from .stats import CovarianceStore, corpus_spec
 
-DATA_DIR = Path("data")
-
-
-def paths(params: dict[str, Any]) -> dict[str, Path]:
-    """Where stages read and write. JEEPKIT_TARGET_CACHE moves the scratch target cache (e.g. to share it
-    between clones or experiments); it never changes a result, only what has to be recomputed."""
-    key = need(params, "model.key")
-    cache = Path(os.environ.get("JEEPKIT_TARGET_CACHE") or DATA_DIR / "cache" / "targets")
-    return {"datasets": DATA_DIR / "datasets", "model": DATA_DIR / "models" / key,
-            "stats": DATA_DIR / "stats" / key, "runs": DATA_DIR / "runs", "targets": cache / key,
-            "metrics": Path("metrics")}
+TIMING_SUFFIX = "_seconds"
+HISTORY_KEYS = ("target_cache_hits", "target_cache_misses")  # depend on what an earlier run left in the cache
 
 
-def corpus_spec(params: dict[str, Any]) -> CorpusSpec:
-    s = need(params, "stats")
-    return CorpusSpec(corpus=str(s["corpus"]), n_samples=int(s["n_samples"]), max_length=int(s["max_length"]),
-                      dtype=str(s.get("dtype", "float32")), seed=int(s.get("seed", 1)))
-
-
-def stage_main(fn: Callable[..., Any]) -> Callable[..., None]:
-    """Run a stage: known errors print one clear line and exit non-zero; no traceback noise."""
-
-    def run(*args: Any, **kwargs: Any) -> None:
-        torch.manual_seed(0)
-        try:
-            fn(*args, **kwargs)
-        except JeepkitError as e:
-            print(f"error: {e}", file=sys.stderr)
-            if os.environ.get("JEEPKIT_DEBUG"):
-                traceback.print_exc()
-            sys.exit(2)
-
-    return run
-
-
-# ------------------------------------------------------------------ stages
-
-def build_data(dataset: str, params_path: str = "params.yaml") -> None:
-    params = load_params(params_path)
-    d = need(params, "data")
-    cases, prov = resolve_dataset(dataset, d["source"], mirror=d.get("mirror"), n=d.get("n_records"),
-                                  seed=int(params.get("seed", 0)), mirror_file=(d.get("files") or {}).get(dataset),
-                                  url=(d.get("urls") or {}).get(dataset), sha256=(d.get("sha256") or {}).get(dataset))
-    if not cases:
-        raise ConfigError(f"dataset {dataset} from {d['source']} produced no cases")
-    out = paths(params)["datasets"]
-    save_cases(out / f"{dataset}.jsonl", cases)
-    write_json(out / f"{dataset}.provenance.json", prov)
-    print(f"{dataset}: {len(cases)} cases from {prov['source']} ({prov.get('path')})")
-
-
-def prepare(params_path: str = "params.yaml") -> None:
-    params = load_params(params_path)
-    card = prepare_model(need(params, "model"), paths(params)["model"])
-    print(f"model ready: {card.get('id')} ({card.get('source')})")
-
-
-def stats(params_path: str = "params.yaml") -> None:
-    params = load_params(params_path)
-    p = paths(params)
-    model, tok, arch, card = load_model(p["model"])
-    s = need(params, "stats")
-    modules = [arch.name(role, l) for role in s.get("modules", ["mlp_out"]) for l in s["layers"]]
-    out = p["stats"]
-    tmp = Path(tempfile.mkdtemp(prefix=".stats.", dir=_ensure(out.parent)))
-    try:
-        side = compute_stats(model, tok, arch, modules, corpus_spec(params), model_identity(card), tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"covariance: {len(modules)} modules, {side['n_tokens']} tokens, {side['seconds']} s")
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`key=value` pairs (value parsed as YAML) that override a method's hyperparameters."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+def split_timing(obj: Any, into: dict[str, float] | None = None) -> tuple[Any, dict[str, float]]:
+    """(obj without wall times and cache-history counts, their per-key sums): the first part is reproducible."""
+    into = {} if into is None else into
+    if isinstance(obj, dict):
+        kept = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and (k.endswith(TIMING_SUFFIX) or k in HISTORY_KEYS) and isinstance(v, (int, float)):
+                into[k] = into.get(k, 0) + v
+            else:
+                kept[k] = split_timing(v, into)[0]
+        return kept, into
+    if isinstance(obj, list):
+        return [split_timing(v, into)[0] for v in obj], into
+    return obj, into
 
 
 def run_name(method: str, overrides: dict[str, Any]) -> str:
@@ -116,12 +49,17 @@ def run_name(method: str, overrides: dict[str, Any]) -> str:
 
 
 class _Session:
-    """What every edit stage loads once: params, cases, model, statistics, target cache, prefixes."""
+    """What every edit stage loads once: params, cases, model, statistics, target cache, prefixes.
+
+    Everything that can be checked without optimising is checked here, before any work starts.
+    """
 
     def __init__(self, params_path: str, method: str, dataset: str, seed: int | None, overrides: dict[str, Any]):
+        from .config import check_method_hparams
         from .editing.engine import sample_prefixes
         from .editing.run import method_module
         from .editing.targets import TargetCache
+        from .profiles import covariance_needs
 
         self.params = params = load_params(params_path)
         method_module(method)  # fail fast on an unknown method
@@ -130,23 +68,72 @@ class _Session:
         self.method, self.dataset = method, dataset
         self.seed = int(params.get("seed", 0) if seed is None else seed)
         self.hp = {**method_hparams(params, method, dataset), **overrides}
+        check_method_hparams(method, self.hp, where=f"hparams.{params['model']['key']}.{method}"
+                             + (f" with --set {overrides}" if overrides else ""))
         self.overrides = overrides
-        self.cases = load_cases(p["datasets"] / f"{dataset}.jsonl")
-        self.prov = json.loads((p["datasets"] / f"{dataset}.provenance.json").read_text())
+        data_file = p["datasets"] / f"{dataset}.jsonl"
+        self.cases = load_cases(data_file)
+        if not self.cases:
+            raise InputError("no records (re-run the data stage)", file=str(data_file))
+        self.prov = read_json(p["datasets"] / f"{dataset}.provenance.json")
         self.model, self.tok, self.arch, card = load_model(p["model"])
         self.ident = model_identity(card)
         self.cov = CovarianceStore(p["stats"], corpus_spec(params), self.ident)
+        self._preflight(covariance_needs(method, self.hp))
         self.cache = TargetCache(p["targets"])
         self.prefixes = sample_prefixes(self.model, self.tok, self.seed) if method != "none" else []
+        self._pristine: dict[str, torch.Tensor] | None = None
+
+    def _preflight(self, needs: list[tuple[str, int]]) -> None:
+        """Layer indices in range, statistics present and of the right shape, prompts within the context."""
+        from .models import get_module
+        from .tokens import check_context
+
+        depth = self.arch.n_layers
+        for role, layer in needs:
+            if not 0 <= int(layer) < depth:
+                raise ConfigError(f"{self.method}: layer {layer} is outside the model's layers 0..{depth - 1}")
+            name = self.arch.name(role, layer)
+            c = self.cov.get(name)
+            n_in = get_module(self.model, name).in_features
+            if tuple(c.shape) != (n_in, n_in):
+                raise InputError(f"covariance of shape {tuple(c.shape)} does not fit {name} ({n_in} inputs); "
+                                 "it was computed for another model: re-run the stats stage",
+                                 file=str(self.cov.dir / f"{name}.safetensors"))
+        n = min(int(self.e["n_edits"]), len(self.cases))
+        check_context(self.tok, self.model, self.cases[:n], file=str(self.p["datasets"] / f"{self.dataset}.jsonl"))
+
+    def _restore(self, deltas: dict[str, torch.Tensor]) -> None:
+        """Put back the exact original weights (W + ΔW − ΔW is not W in floating point)."""
+        with torch.no_grad():
+            for name in deltas:
+                parameter(self.model, name).copy_(self._pristine[name])
+
+    def _snapshot(self) -> None:
+        """Original values of every parameter (on the CPU), taken once when a run has several chunks."""
+        if self._pristine is None:
+            self._pristine = {}
+            for name, p in self.model.named_parameters():
+                self._pristine[name] = p.detach().to("cpu", copy=True)
+            for name, m in self.model.named_modules():  # delta keys may be module names (their weight)
+                w = getattr(m, "weight", None)
+                if isinstance(w, torch.Tensor) and name:
+                    self._pristine.setdefault(name, self._pristine.get(f"{name}.weight", w.detach().to("cpu", copy=True)))
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
-        """Edit each chunk on the original model, evaluate it, restore; chunks are independent."""
+                   progress: bool = True, restore: bool = True) -> dict[str, Any]:
+        """Edit each chunk on the original model, evaluate it, restore; chunks are independent.
+
+        `restore=False` leaves the last chunk's edit in place (nothing uses the model afterwards).
+        """
         from .editing.run import edit
         from .evaluation import evaluate_cases, greedy_continuations
 
         out: dict[str, Any] = {"per_case": [], "infos": [], "deltas": {}, "case_study": None,
                                "timing": {"target_seconds": 0.0, "edit_seconds": 0.0, "eval_seconds": 0.0}}
+        n_chunks = -(-len(cases) // chunk)
+        if restore or n_chunks > 1:
+            self._snapshot()
         for c0 in range(0, len(cases), chunk):
             part = cases[c0:c0 + chunk]
             res = edit(self.model, self.tok, self.arch, part, self.method, self.hp, self.cov.get, self.prefixes,
@@ -161,23 +148,36 @@ class _Session:
                                      "target_true": c.target_true, "prompts": prompts,
                                      "greedy": greedy_continuations(self.model, self.tok, prompts, max_new_tokens=8)}
             out["timing"]["eval_seconds"] += time.time() - t0
-            out["timing"]["target_seconds"] += res.info.get("target_seconds", 0.0)
-            out["timing"]["edit_seconds"] += res.info.get("edit_seconds", 0.0)
-            out["infos"].append(res.info)
+            info, timing = split_timing(res.info)
+            for k, v in timing.items():
+                if k in ("target_seconds", "edit_seconds") or k in HISTORY_KEYS:
+                    out["timing"][k] = out["timing"].get(k, 0) + v
+            out["infos"].append(info)
             if keep_deltas and res.deltas:
                 out["deltas"][f"delta_chunk{c0 // chunk}.safetensors"] = (
                     {k: v.contiguous() for k, v in res.deltas.items()}, [c.case_id for c in part])
-            with torch.no_grad():  # restore: deltas are the exact applied differences
-                for name, d in res.deltas.items():
-                    w = parameter(self.model, name)
-                    w.copy_((w.float() - d).to(w.dtype))
+            if restore or c0 + chunk < len(cases):
+                self._restore(res.deltas)
         return out
 
     def header(self, n_edits: int, batch: int) -> dict[str, Any]:
         return {"method": self.method, "dataset": self.dataset, "kind": self.cases[0].kind,
                 "overrides": self.overrides, "model": {"key": self.params["model"]["key"], **self.ident},
                 "data": {"source": self.prov.get("source"), "n_cases": n_edits, "provenance": self.prov},
-                "profile": self.params.get("profile"), "seed": self.seed, "n_edits": n_edits, "batch_size": batch}
+                "profile": self.params.get("profile"), "seed": self.seed, "n_edits": n_edits, "batch_size": batch,
+                "covariance": self.cov.describe(), "code": code_version()}
+
+    def write_timing(self, group: str, name: str, timing: dict[str, Any]) -> None:
+        write_json(self.p["timings"] / group / f"{name}_{self.dataset}_s{self.seed}.json",
+                   {"method": self.method, "dataset": self.dataset, "seed": self.seed, "finished": time.time(),
+                    "target_cache": {"hits": self.cache.hits, "misses": self.cache.misses},
+                    **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in timing.items()}})
+
+
+def _edit_counts(e: dict[str, Any], n_cases: int) -> tuple[int, int]:
+    n_edits = min(int(e["n_edits"]), n_cases)
+    batch = int(e.get("batch_size") or n_edits)
+    return n_edits, batch
 
 
 def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml", *, group: str = "main",
@@ -185,35 +185,36 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
     """Edit n_edits records in independent chunks of batch_size; evaluate each chunk on its edited model."""
     overrides = overrides or {}
     s = _Session(params_path, method, dataset, seed, overrides)
-    n_edits = min(int(s.e["n_edits"]), len(s.cases))
+    n_edits, batch = _edit_counts(s.e, len(s.cases))
     cases = s.cases[:n_edits]
-    batch = int(s.e.get("batch_size") or n_edits)
-    out = s.run_chunks(cases, batch, case_study=True)
+    out = s.run_chunks(cases, batch, case_study=True, restore=False)
     summary = summarise(out["per_case"], cases[0].kind)
     name = run_name(method, overrides)
     run_dir = s.p["runs"] / group / name / dataset / f"s{s.seed}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=_ensure(run_dir.parent)))
-    try:
+    with atomic_dir(run_dir) as tmp:
         write_jsonl(tmp / "cases.jsonl", out["per_case"])
         save_cases(tmp / "requests.jsonl", cases)
         for fname, (tensors, ids) in out["deltas"].items():
+            faults.checkpoint("deltas")
             save_deltas(tmp / fname, tensors, {"case_ids": ids, "method": method, "hparams": s.hp, "model": s.ident})
         n_targets = s.cache.export(tmp / "targets")
         write_json(tmp / "info.json", {"hparams": s.hp, "prefixes": s.prefixes, "chunks": out["infos"],
-                                       "targets": {"n": n_targets, "keys": list(s.cache.used),
-                                                   "hits": s.cache.hits, "misses": s.cache.misses}})
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        os.replace(tmp, run_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                                       "targets": {"n": n_targets, "keys": list(s.cache.used)}})
     metrics = {**s.header(n_edits, batch), "group": group, "name": name, "hparams": s.hp, "summary": summary,
-               "case_study": out["case_study"], "timing": {k: round(v, 2) for k, v in out["timing"].items()}}
+               "work": work_summary(out["infos"]), "case_study": out["case_study"]}
+    faults.checkpoint("metrics")
     write_json(s.p["metrics"] / group / f"{name}_{dataset}_s{s.seed}.json", metrics)
+    s.write_timing(group, name, out["timing"])
     m = summary
     print(f"{name} on {dataset} ({n_edits} edits, seed {s.seed}): ES {m['ES']['mean']:.1f} GS {m['GS']['mean']:.1f} "
           f"LS {m['LS']['mean']:.1f} Score {m['Score']['mean']:.1f}  [{out['timing']['edit_seconds']:.0f} s edit]")
     return metrics
+
+
+def work_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """Machine-independent cost of the edit: mean optimisation steps per request (the wall time is in timings)."""
+    steps = [i["mean_opt_steps"] for i in infos if isinstance(i.get("mean_opt_steps"), (int, float))]
+    return {"mean_opt_steps": round(sum(steps) / len(steps), 4) if steps else None}
 
 
 def scaling_sizes(max_m: int, n_points: int = 16) -> list[int]:
@@ -231,20 +232,19 @@ def scaling(method: str, dataset: str, params_path: str = "params.yaml", *, seed
     s = _Session(params_path, method, dataset, seed, {})
     sc = need(s.params, "scaling")
     max_m = min(int(sc["max_edits"]), len(s.cases))
-    points = []
+    points, timings = [], []
     for m in scaling_sizes(max_m):
         n_chunks = min(int(sc.get("max_chunks", 4)), max_m // m)
         cases = s.cases[: m * n_chunks]
         out = s.run_chunks(cases, m, keep_deltas=False, progress=False)
         summ = summarise(out["per_case"], cases[0].kind)
         points.append({"m": m, "n_chunks": n_chunks, "n_records": len(cases), "summary": summ,
-                       "timing": {k: round(v, 2) for k, v in out["timing"].items()}})
+                       "work": work_summary(out["infos"])})
+        timings.append({"m": m, **{k: round(v, 2) for k, v in out["timing"].items()}})
         print(f"{method} m={m} ({n_chunks} chunks): Score {summ['Score']['mean']:.1f}")
     metrics = {**s.header(max_m, max_m), "group": "scaling", "name": method, "hparams": s.hp, "points": points}
     write_json(s.p["metrics"] / "scaling" / f"{method}_{dataset}_s{s.seed}.json", metrics)
+    s.write_timing("scaling", method, {"points": timings})
     return metrics
 
 
-def _ensure(d: Path) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    return d

@@ -467,7 +467,7 @@ def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml"
     from .data.schema import load_cases
     from .models import load_model, model_identity
     from .params import load_params
-    from .pipeline import paths
+    from .params import paths
     from .wordsets import build_wordsets
 
     params = load_params(params_path)

@@ -39,7 +39,7 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _layers_needed(method: str, hp: dict[str, Any]) -> list[tuple[str, int]]:
+def covariance_needs(method: str, hp: dict[str, Any]) -> list[tuple[str, int]]:
     """(role, layer) pairs whose covariance a method needs."""
     if method in ("memit", "pmet", "alphaedit"):
         return [("mlp_out", l) for l in hp["layers"]]
@@ -79,8 +79,10 @@ def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
 
 def dry_run(params: dict[str, Any]) -> dict[str, Any]:
     """Validate every run of a profile; raise ConfigError listing all problems, else return a summary."""
+    from .config import validate_params
     from .editing import run as run_mod
 
+    validate_params(params)
     key = need(params, "model.key")
     depth = params["model"].get("n_layers") or KNOWN_DEPTH.get(key)
     if depth is None:
@@ -98,7 +100,7 @@ def dry_run(params: dict[str, Any]) -> dict[str, Any]:
                     if not 0 <= d.layer < depth:
                         problems.append(f"{r['stage']}: delta {d.name} at layer {d.layer} outside 0..{depth - 1}")
                 mod.regions(hp)
-            for role, layer in _layers_needed(r["method"], hp):
+            for role, layer in covariance_needs(r["method"], hp):
                 if not 0 <= layer < depth:
                     problems.append(f"{r['stage']}: layer {layer} outside 0..{depth - 1}")
                 if layer not in stats_layers or role not in stats_roles:

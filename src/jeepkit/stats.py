@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 
 from .errors import ConfigError, InputError
 from .hooks import StopForward, capture, stop_after
-from .io import atomic_path, stable_hash, write_json
+from .io import atomic_path, sha256_file, stable_hash, write_json
+from .lineage import fingerprint
 from .models import Arch, get_module, layer_index
+from .params import need
 from .tokens import pad_id, right_pad
 
 
@@ -37,9 +39,34 @@ class CorpusSpec:
     dtype: str = "float32"
     seed: int = 1
 
+    def corpus_sha256(self) -> str | None:
+        """The corpus file's hash (a different file under the same name is a different corpus)."""
+        if not self.corpus.startswith("file:"):
+            return None
+        path = Path(self.corpus[5:])
+        if not path.is_file():
+            raise InputError("covariance corpus file does not exist", file=str(path))
+        return sha256_file(path)
+
     def key(self, model_identity: dict[str, Any]) -> str:
+        """Everything C depends on: corpus (and its bytes), sizes, dtype, seed, model, and the code."""
         return stable_hash({"corpus": self.corpus, "n_samples": self.n_samples, "max_length": self.max_length,
-                            "dtype": self.dtype, "seed": self.seed, "model": model_identity})
+                            "dtype": self.dtype, "seed": self.seed, "model": model_identity,
+                            "corpus_sha256": self.corpus_sha256(), "code": code_fingerprint()})
+
+
+# The modules whose code decides C (statistics cache key); reporting or editing changes keep the cache.
+STATS_CODE = ("jeepkit.stats", "jeepkit.hooks", "jeepkit.tokens", "jeepkit.models", "jeepkit.forward")
+
+
+def code_fingerprint() -> str:
+    return fingerprint(STATS_CODE)
+
+
+def corpus_spec(params: dict[str, Any]) -> CorpusSpec:
+    s = need(params, "stats")
+    return CorpusSpec(corpus=str(s["corpus"]), n_samples=int(s["n_samples"]), max_length=int(s["max_length"]),
+                      dtype=str(s.get("dtype", "float32")), seed=int(s.get("seed", 1)))
 
 
 def _file_documents(path: str, n: int) -> list[str]:
@@ -137,6 +164,8 @@ def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: l
     deepest = get_module(model, arch.name("layer", max(layer_index(n) for n in module_names)))
     enc = [tok(d, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] for d in docs]
     enc = [e for e in enc if len(e) > 1]
+    if not enc:
+        raise ConfigError("the covariance corpus has no document of two or more tokens")
     sums = {n: torch.zeros(m.in_features, m.in_features, dtype=acc_dtype) for n, m in mods.items()}
     count = 0
     total = sum(len(e) for e in enc)
@@ -159,33 +188,51 @@ def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: l
 
 
 def compute_stats(model: nn.Module, tok, arch: Arch, module_names: list[str], spec: CorpusSpec,
-                  model_identity: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Compute and store C for `module_names` under out_dir/<key>/ (safetensors + sidecar)."""
+                  model_identity: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """Compute and store C for `module_names` under out_dir/<key>/ (safetensors + sidecar).
+
+    Returns (sidecar, wall times); the times stay out of the files so a re-run writes the same bytes.
+    """
     t0 = time.time()
     docs = corpus_documents(spec, model, tok)
     t_corpus = time.time() - t0
     moments, count = accumulate_second_moments(model, tok, arch, module_names, docs, spec.max_length, spec.dtype)
+    n_used = sum(len(tok(d, add_special_tokens=True, truncation=True, max_length=spec.max_length)["input_ids"]) > 1
+                 for d in docs)
     key = spec.key(model_identity)
     out = Path(out_dir) / key
     out.mkdir(parents=True, exist_ok=True)
-    sidecar = {"corpus": spec.corpus, "n_samples": spec.n_samples, "max_length": spec.max_length,
-               "dtype": spec.dtype, "seed": spec.seed, "model": model_identity, "key": key,
-               "n_documents": len(docs), "n_tokens": count, "corpus_seconds": round(t_corpus, 1),
-               "seconds": round(time.time() - t0, 1)}
+    sidecar = {"corpus": spec.corpus, "corpus_sha256": spec.corpus_sha256(), "n_samples": spec.n_samples,
+               "max_length": spec.max_length, "dtype": spec.dtype, "seed": spec.seed, "model": model_identity,
+               "key": key, "code_fingerprint": code_fingerprint(), "n_documents": len(docs),
+               "n_documents_used": n_used, "n_tokens": count}
+    seconds = {"corpus_seconds": round(t_corpus, 1), "seconds": round(time.time() - t0, 1)}
     for name, c in moments.items():
         with atomic_path(out / f"{name}.safetensors") as tmp:
             save_file({"mom2": c.contiguous()}, str(tmp), metadata={"sidecar": json.dumps(sidecar), "count": str(count)})
     write_json(out / "sidecar.json", {**sidecar, "modules": sorted(moments)})
-    return sidecar
+    return sidecar, seconds
 
 
 class CovarianceStore:
-    """Read-only access to computed statistics, checked against the requested corpus spec."""
+    """Read-only access to computed statistics, checked against the requested corpus spec and model."""
 
     def __init__(self, root: str | Path, spec: CorpusSpec, model_identity: dict[str, Any]):
         self.dir = Path(root) / spec.key(model_identity)
         self.spec = spec
+        self.model_identity = model_identity
         self._cache: dict[str, torch.Tensor] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """The covariance settings a run used (recorded in its metrics)."""
+        side = self.dir / "sidecar.json"
+        info = {"key": self.dir.name, "corpus": self.spec.corpus, "corpus_sha256": self.spec.corpus_sha256(),
+                "n_samples": self.spec.n_samples, "max_length": self.spec.max_length, "dtype": self.spec.dtype,
+                "seed": self.spec.seed}
+        if side.exists():
+            s = _read_sidecar(side)
+            info.update({k: s.get(k) for k in ("n_documents", "n_documents_used", "n_tokens", "code_fingerprint")})
+        return info
 
     def get(self, module_name: str) -> torch.Tensor:
         """C (float64) for one module; a clear error if the stats stage did not produce it."""
@@ -195,8 +242,30 @@ class CovarianceStore:
                 raise ConfigError(f"missing covariance statistics for {module_name} ({path}); add the layer to the "
                                   f"methods' params and re-run the `stats` stage (corpus {self.spec.corpus}, "
                                   f"{self.spec.n_samples} samples)")
-            c = load_file(str(path))["mom2"].to(torch.float64)
+            try:
+                tensors = load_file(str(path))
+            except Exception as e:  # safetensors raises its own error types for empty or truncated files
+                raise InputError(f"unreadable statistics file ({type(e).__name__}: {e}); re-run the stats stage",
+                                 file=str(path)) from None
+            if "mom2" not in tensors or tensors["mom2"].ndim != 2 or tensors["mom2"].shape[0] != tensors["mom2"].shape[1]:
+                raise InputError("expected one square matrix 'mom2'; re-run the stats stage", file=str(path))
+            side = self.dir / "sidecar.json"
+            if side.exists():
+                model = _read_sidecar(side).get("model")
+                if model != self.model_identity:
+                    raise InputError(f"statistics computed for model {model}, not {self.model_identity}; "
+                                     "re-run the stats stage", file=str(side), field="model")
+            c = tensors["mom2"].to(torch.float64)
             if not torch.isfinite(c).all():
-                raise ConfigError(f"non-finite values in {path}")
+                raise InputError("non-finite values; re-run the stats stage", file=str(path))
             self._cache[module_name] = c
         return self._cache[module_name]
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    from .io import read_json
+
+    s = read_json(path)
+    if not isinstance(s, dict):
+        raise InputError("expected a JSON object", file=str(path))
+    return s

@@ -114,3 +114,32 @@ def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
         ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[r, : len(s)] = 1
     return ids, mask
+
+
+# Room left after the longest prompt for a sampled context prefix (≈10 tokens) and the answer tokens.
+CONTEXT_MARGIN = 32
+
+
+def context_length(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_context(tok, model, cases, *, file: str | None = None) -> None:
+    """Refuse, before any work, a record whose longest prompt + answer does not fit the model's context."""
+    limit = context_length(model)
+    if limit is None:
+        return
+    for c in cases:
+        answers = [c.target_new] + ([c.target_true] if c.target_true else []) + [lp.answer for lp in c.locality]
+        prompts = [c.rewrite_prompt, *c.paraphrases, *(lp.prompt for lp in c.locality)]
+        longest = max(len(tok(p, add_special_tokens=True)["input_ids"]) for p in prompts)
+        answer = max(len(tok(" " + a, add_special_tokens=False)["input_ids"]) for a in answers)
+        if longest + answer + CONTEXT_MARGIN > limit:
+            raise InputError(f"a prompt of {longest} tokens (+ {answer} answer tokens and {CONTEXT_MARGIN} for a "
+                             f"context prefix) exceeds the model's context of {limit} tokens",
+                             file=file, record=c.case_id, field="prompt")

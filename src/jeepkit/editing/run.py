@@ -12,24 +12,13 @@ from torch import nn
 
 from ..data.schema import EditCase
 from ..errors import ConfigError
-from . import alphaedit, jeep, memit, pmet
+from . import alphaedit, ft_wd, jeep, memit, pmet, rome
 from .engine import Objective, Region, Solver, apply_regions, memit_solve, optimise_targets_batch
 from .targets import TargetCache, target_key
 
+# ROME and FT-WD are not objective + regions: they bring their own `edit`.
 METHODS: dict[str, ModuleType | None] = {"none": None, "memit": memit, "pmet": pmet, "alphaedit": alphaedit,
-                                         "jeep": jeep}
-
-
-def _register_optional() -> None:
-    """ROME and FT-WD live in their own modules (not objective + regions)."""
-    for name, modname in (("rome", "rome"), ("ft_wd", "ft_wd")):
-        try:
-            METHODS[name] = __import__(f"jeepkit.editing.{modname}", fromlist=[modname])
-        except ImportError:
-            pass
-
-
-_register_optional()
+                                         "jeep": jeep, "rome": rome, "ft_wd": ft_wd}
 
 
 def method_module(name: str) -> ModuleType | None:
@@ -70,7 +59,7 @@ def optimise_and_apply(model: nn.Module, tok, arch, cases: Sequence[EditCase], o
     """
     cache = cache if (cache is not None and model_identity is not None) else TargetCache(None)
     t0 = time.time()
-    keys = [target_key(model_identity or {}, c, objective, prefixes) for c in cases]
+    keys = [target_key(model_identity or {}, c, objective, prefixes, method=label.split()[0]) for c in cases]
     results = cache.get_or_compute(
         keys, lambda idx: optimise_targets_batch(model, tok, arch, [cases[i] for i in idx], objective, prefixes),
         batch=int(hp.get("target_batch", 8)), desc=f"{label}: targets")

@@ -18,15 +18,32 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .. import faults
 from ..data.schema import EditCase
 from ..io import atomic_path, stable_hash
+from ..lineage import fingerprint, module_file
 from .engine import Objective, TargetResult
 
 
-def target_key(model_identity: dict[str, Any], case: EditCase, objective: Objective, prefixes: Sequence[str]) -> str:
+# The modules whose code decides an optimised target. A change to any of them (not to a comment or a
+# docstring) changes every key, so a cache shared between clones never serves targets older code computed.
+TARGET_CODE = ("jeepkit.editing.engine", "jeepkit.editing.targets", "jeepkit.tokens", "jeepkit.hooks",
+               "jeepkit.forward", "jeepkit.models", "jeepkit.data.schema")
+
+
+def code_fingerprint(method: str | None = None) -> str:
+    """Fingerprint of TARGET_CODE plus the method's own module (which builds the objective)."""
+    mods = list(TARGET_CODE)
+    if method and module_file(f"jeepkit.editing.{method}") is not None:
+        mods.append(f"jeepkit.editing.{method}")
+    return fingerprint(mods)
+
+
+def target_key(model_identity: dict[str, Any], case: EditCase, objective: Objective, prefixes: Sequence[str],
+               method: str | None = None) -> str:
     return stable_hash({"model": model_identity, "prompt": case.prompt, "subject": case.subject,
                         "target_new": case.target_new, "objective": objective.describe(),
-                        "prefixes": list(prefixes)}, n=24)
+                        "prefixes": list(prefixes), "code": code_fingerprint(method)}, n=24)
 
 
 class TargetCache:
@@ -100,5 +117,6 @@ class TargetCache:
                 self.put(keys[i], res)
                 out[i] = res
             bar.update(len(idx))
+            faults.checkpoint("targets")
         bar.close()
         return out  # type: ignore[return-value]

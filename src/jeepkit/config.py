@@ -1,0 +1,213 @@
+"""The schema of params.yaml: every section, every method's hyperparameters, as data.
+
+`validate_params` runs when any stage (or the dry run) loads params.yaml, before any work: an unknown
+key is refused with the nearest valid name (a misspelt `clamp_hgh` would otherwise be ignored and a
+`dvc exp run -S` would re-run stages that report the old numbers), and a value of the wrong type or
+out of range (NaN, negative, zero where it must be positive) is refused with its dotted path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class F:
+    """One field. kind: int | num | bool | str | ints | nums | strs | map | any."""
+
+    kind: str
+    required: bool = False
+    lo: float | None = None  # inclusive lower bound
+    gt: float | None = None  # exclusive lower bound
+    hi: float | None = None  # inclusive upper bound
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    nonempty: bool = False
+
+
+POS = dict(gt=0.0)
+NONNEG = dict(lo=0.0)
+
+DATASETS = ("counterfact", "mcf", "zsre")
+
+SECTIONS: dict[str, dict[str, F]] = {
+    "data": {"source": F("str", True, choices=("bundled", "mirror", "official")), "mirror": F("str", nullable=True),
+             "datasets": F("strs", True, choices=DATASETS, nonempty=True), "n_records": F("int", lo=1, nullable=True),
+             "files": F("map", nullable=True), "urls": F("map", nullable=True), "sha256": F("map", nullable=True)},
+    "model": {"key": F("str", True), "source": F("str", True, choices=("embedded", "hf", "path")),
+              "id": F("str", nullable=True), "path": F("str", nullable=True), "revision": F("str", nullable=True),
+              "dtype": F("str", choices=("float32", "float16", "bfloat16")), "n_layers": F("int", lo=1)},
+    "stats": {"corpus": F("str", True), "n_samples": F("int", True, lo=1), "max_length": F("int", True, lo=2),
+              "dtype": F("str", choices=("float32", "float64")), "seed": F("int"),
+              "layers": F("ints", True, lo=0, nonempty=True), "modules": F("strs", choices=("mlp_out", "attn_out"))},
+    "edit": {"methods": F("strs", True, nonempty=True), "n_edits": F("int", True, lo=1),
+             "batch_size": F("int", lo=1, nullable=True), "eval_batch_size": F("int", lo=1)},
+    "ablation": {"dataset": F("str", True, choices=DATASETS), "variants": F("strs", True)},
+    "sweep": {"dataset": F("str", True, choices=DATASETS), "clamp_high": F("nums", True, gt=0.0, nonempty=True)},
+    "scaling": {"dataset": F("str", True, choices=DATASETS), "methods": F("strs", True),
+                "max_edits": F("int", True, lo=1), "max_chunks": F("int", lo=1)},
+    "probe": {"dataset": F("str", choices=DATASETS), "n_records": F("int", lo=1), "apply_final_norm": F("bool"),
+              "batch_size": F("int", lo=1), "wordsets": F("bool"), "max_related": F("int", lo=0),
+              "n_low": F("int", lo=1), "n_high": F("int", lo=1)},
+}
+TOP: dict[str, F] = {"profile": F("str", nullable=True), "seed": F("int", lo=0), "seeds": F("ints", lo=0, nonempty=True),
+                     "hparams": F("map", True), **{k: F("map") for k in SECTIONS}}
+REQUIRED_SECTIONS = ("data", "model", "stats", "edit")
+
+_OBJECTIVE = {"lr": F("num", True, **POS), "steps": F("int", True, lo=1), "kl_factor": F("num", True, **NONNEG),
+              "weight_decay": F("num", True, **NONNEG), "stop_loss": F("num", True, **NONNEG),
+              "clamp": F("num", True, **POS), "target_batch": F("int", lo=1)}
+_MEMIT = {**_OBJECTIVE, "layers": F("ints", True, lo=0, nonempty=True), "lambda": F("num", True, **POS),
+          "key_averaging": F("str", choices=("grouped", "uniform"))}
+METHOD_HPARAMS: dict[str, dict[str, F]] = {
+    "none": {"unedited": F("bool")},
+    "memit": _MEMIT,
+    "pmet": {**_MEMIT, "weight_decay_attn": F("num", True, **NONNEG)},
+    "alphaedit": {**_MEMIT, "nullspace_threshold": F("num", True, **POS), "l2": F("num", True, **NONNEG)},
+    "jeep": {"layers_low": F("ints", True, lo=0, nonempty=True), "layers_high": F("ints", True, lo=0, nonempty=True),
+             "clamp_low": F("num", True, **POS), "clamp_high": F("num", True, **POS),
+             "lambda_low": F("num", True, **POS), "lambda_high": F("num", True, **POS),
+             "weight_decay_low": F("num", True, **NONNEG), "weight_decay_high": F("num", True, **NONNEG),
+             "kl_factor_low": F("num", True, **NONNEG), "lr": F("num", True, **POS), "steps": F("int", True, lo=1),
+             "min_prob": F("num", gt=0.0, hi=1.0), "target_batch": F("int", lo=1),
+             "key_averaging": F("str", choices=("grouped", "uniform")),
+             "high_anchor": F("str", choices=("attn_as_released", "mlp_consistent", "resid_paper")),
+             "variant": F("str", choices=("full", "wo_low", "wo_high", "wo_step2", "wo_step3", "separate",
+                                          "even_spread", "mhsa_step3")),
+             "optimize_low": F("bool"), "optimize_high": F("bool"), "update_low": F("bool"), "update_high": F("bool"),
+             "separate_opt": F("bool"), "spread_low": F("str", choices=("sqrt", "linear")),
+             "spread_high": F("str", choices=("sqrt", "linear")), "high_target_module": F("str", choices=("mlp", "attn"))},
+    "rome": {"layer": F("int", True, lo=0), "steps": F("int", lo=1), "lr": F("num", **POS),
+             "weight_decay": F("num", **NONNEG), "kl_factor": F("num", **NONNEG), "clamp": F("num", **POS),
+             "stop_loss": F("num", **NONNEG), "n_prefix_short": F("int", lo=0), "n_prefix_long": F("int", lo=0),
+             "prefix_len_short": F("int", lo=1), "prefix_len_long": F("int", lo=1), "seed": F("int", nullable=True),
+             "template_start": F("str"), "progress": F("bool")},
+    "ft_wd": {"layer": F("int", True, lo=0), "lr": F("num", True, **POS), "epochs": F("int", True, lo=1),
+              "batch_size": F("int", True, lo=1), "loss_threshold": F("num", True, **NONNEG),
+              "apply_wd_power_law": F("bool"), "wd_power_law": F("nums", nonempty=True),
+              "weight_decay": F("num", **NONNEG), "shuffle": F("bool"), "seed": F("int"), "progress": F("bool")},
+}
+
+
+def _unknown(key: str, known: Mapping[str, Any], where: str) -> ConfigError:
+    near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(known))}"
+    return ConfigError(f"params: {_join(where, key)}: unknown key{hint}")
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _scalar(f: F, v: Any, path: str) -> None:
+    kind = {"ints": "int", "nums": "num", "strs": "str"}.get(f.kind, f.kind)
+    ok = {"int": isinstance(v, int) and not isinstance(v, bool), "num": _is_num(v), "bool": isinstance(v, bool),
+          "str": isinstance(v, str), "map": isinstance(v, dict), "any": True}[kind]
+    if not ok:
+        what = {"int": "an integer", "num": "a number", "bool": "true or false", "str": "a string", "map": "a mapping"}
+        raise ConfigError(f"params: {path}: expected {what[kind]}, got {v!r}")
+    if kind in ("int", "num"):
+        if not math.isfinite(v):
+            raise ConfigError(f"params: {path}: must be a finite number, got {v!r}")
+        if f.lo is not None and v < f.lo:
+            raise ConfigError(f"params: {path}: must be >= {f.lo:g}, got {v!r}")
+        if f.gt is not None and v <= f.gt:
+            raise ConfigError(f"params: {path}: must be > {f.gt:g}, got {v!r}")
+        if f.hi is not None and v > f.hi:
+            raise ConfigError(f"params: {path}: must be <= {f.hi:g}, got {v!r}")
+    if kind == "str" and not v.strip():
+        raise ConfigError(f"params: {path}: empty string")
+    if f.choices is not None and v not in f.choices:
+        near = difflib.get_close_matches(str(v), [str(c) for c in f.choices], n=1, cutoff=0.5)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"params: {path}: unknown value {v!r}; expected one of {list(f.choices)}{hint}")
+
+
+def check_value(f: F, v: Any, path: str) -> None:
+    if v is None:
+        if f.nullable:
+            return
+        raise ConfigError(f"params: {path}: must not be empty (null)")
+    if f.kind in ("ints", "nums", "strs"):
+        if not isinstance(v, list):
+            raise ConfigError(f"params: {path}: expected a list, got {v!r}")
+        if f.nonempty and not v:
+            raise ConfigError(f"params: {path}: must not be an empty list")
+        for i, x in enumerate(v):
+            _scalar(f, x, f"{path}[{i}]")
+        return
+    _scalar(f, v, path)
+
+
+def check_block(spec: Mapping[str, F], block: Any, where: str, *, partial: bool = False,
+                extra: tuple[str, ...] = ()) -> None:
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"params: {where}: expected a mapping, got {block!r}")
+    for k, v in block.items():
+        if k in extra:
+            continue
+        if k not in spec:
+            raise _unknown(str(k), {**spec, **{e: None for e in extra}}, where)
+        check_value(spec[k], v, _join(where, k))
+    if not partial:
+        for k, f in spec.items():
+            if f.required and k not in block:
+                raise ConfigError(f"params: {_join(where, k)}: missing (required)")
+
+
+def check_method_hparams(method: str, hp: dict[str, Any], where: str, *, partial: bool = False) -> None:
+    """One method's hyperparameters (after `by_dataset` merging and `--set` overrides)."""
+    if method not in METHOD_HPARAMS:
+        near = difflib.get_close_matches(method, list(METHOD_HPARAMS), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"params: {where}: unknown method {method!r}; known: {sorted(METHOD_HPARAMS)}{hint}")
+    check_block(METHOD_HPARAMS[method], hp, where, partial=partial, extra=("by_dataset",))
+
+
+def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Check a whole params mapping; return it unchanged or raise ConfigError naming the dotted key."""
+    check_block(TOP, params, "", partial=True)
+    for name in REQUIRED_SECTIONS:
+        if name not in params:
+            raise ConfigError(f"params: {name}: missing section")
+    for name, spec in SECTIONS.items():
+        if name in params:
+            check_block(spec, params[name], name)
+    key = params["model"]["key"]
+    table = params["hparams"]
+    for model_key, methods in table.items():
+        if not isinstance(methods, dict):
+            raise ConfigError(f"params: hparams.{model_key}: expected a mapping of methods")
+        for method, hp in methods.items():
+            where = f"hparams.{model_key}.{method}"
+            check_method_hparams(str(method), hp or {}, where)
+            by = (hp or {}).get("by_dataset") or {}
+            if not isinstance(by, dict):
+                raise ConfigError(f"params: {where}.by_dataset: expected a mapping of datasets")
+            for ds, over in by.items():
+                if ds not in DATASETS:
+                    raise _unknown(str(ds), {d: None for d in DATASETS}, f"{where}.by_dataset")
+                check_method_hparams(str(method), over or {}, f"{where}.by_dataset.{ds}", partial=True)
+    if key not in table:
+        raise ConfigError(f"params: model.key {key!r} has no hparams block; known: {sorted(table)}")
+    used = list(params["edit"]["methods"]) + list((params.get("scaling") or {}).get("methods", []))
+    for m in used:
+        if m not in METHOD_HPARAMS:
+            raise _unknown(str(m), METHOD_HPARAMS, "edit.methods")
+        if m not in table[key]:
+            raise ConfigError(f"params: hparams.{key}.{m}: missing (edit.methods or scaling.methods runs it)")
+    if "ablation" in params and "jeep" in table[key]:
+        for v in params["ablation"].get("variants", []):
+            check_value(METHOD_HPARAMS["jeep"]["variant"], v, "ablation.variants[]")
+    return params

@@ -1,0 +1,54 @@
+"""The input stages: canonical datasets, the prepared model, covariance statistics.
+
+Each writes its output through a temporary path and a rename; wall times go to data/timings/, never
+into a DVC-tracked output, so the same inputs give byte-identical outputs on every machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data.schema import save_cases
+from .data.sources import resolve_dataset
+from .errors import ConfigError
+from .io import atomic_dir, write_json
+from .params import load_params, need, paths
+
+
+def build_data(dataset: str, params_path: str = "params.yaml") -> None:
+    params = load_params(params_path)
+    d = need(params, "data")
+    cases, prov = resolve_dataset(dataset, d["source"], mirror=d.get("mirror"), n=d.get("n_records"),
+                                  seed=int(params.get("seed", 0)), mirror_file=(d.get("files") or {}).get(dataset),
+                                  url=(d.get("urls") or {}).get(dataset), sha256=(d.get("sha256") or {}).get(dataset))
+    if not cases:
+        raise ConfigError(f"dataset {dataset} from {d['source']} produced no cases")
+    out = paths(params)["datasets"]
+    save_cases(out / f"{dataset}.jsonl", cases)
+    write_json(out / f"{dataset}.provenance.json", prov)
+    print(f"{dataset}: {len(cases)} cases from {prov['source']} ({prov.get('path')})")
+
+
+def prepare(params_path: str = "params.yaml") -> None:
+    from .models import prepare_model
+
+    params = load_params(params_path)
+    p = paths(params)
+    card, seconds = prepare_model(need(params, "model"), p["model"])
+    write_json(p["timings"] / "prepare_model.json", {"model": need(params, "model.key"), **seconds})
+    print(f"model ready: {card.get('id')} ({card.get('source')})")
+
+
+def stats(params_path: str = "params.yaml") -> None:
+    from .models import load_model, model_identity
+    from .stats import compute_stats, corpus_spec
+
+    params = load_params(params_path)
+    p = paths(params)
+    model, tok, arch, card = load_model(p["model"])
+    s = need(params, "stats")
+    modules = [arch.name(role, l) for role in s.get("modules", ["mlp_out"]) for l in s["layers"]]
+    with atomic_dir(p["stats"]) as tmp:
+        side, seconds = compute_stats(model, tok, arch, modules, corpus_spec(params), model_identity(card), tmp)
+    write_json(p["timings"] / "stats.json", {"model": need(params, "model.key"), "key": side["key"], **seconds})
+    print(f"covariance: {len(modules)} modules, {side['n_tokens']} tokens, {seconds['seconds']} s")
