@@ -296,3 +296,34 @@ def test_download_returns_the_hash(server, tmp_path):
     dest = tmp_path / "sub" / "f.json"
     assert download(f"{base}/zsre_mem_eval.json", dest) == digest
     assert dest.read_bytes() == (root / "zsre_mem_eval.json").read_bytes()
+
+
+def test_first_download_is_recorded_in_the_lock_file_and_verified_after(server, tmp_path):
+    base, _, digest = server
+    lock, cache, url = tmp_path / "downloads.lock.json", tmp_path / "c", f"{base}/zsre_mem_eval.json"
+    _, prov = resolve_dataset("zsre", "official", cache_dir=cache, url=url, lock_path=lock)
+    assert json.loads(lock.read_text()) == {url: digest} and prov["sha256_pinned"] is True
+    lock.write_text(json.dumps({url: "ab" * 32}))  # the file changed upstream (or the lock was edited)
+    for f in cache.iterdir():
+        f.unlink()
+    with pytest.raises(InputError, match="checksum mismatch"):
+        resolve_dataset("zsre", "official", cache_dir=cache, url=url, lock_path=lock)
+    assert list(cache.iterdir()) == []
+
+
+def test_download_that_is_not_json_is_discarded(tmp_path):
+    served = tmp_path / "srv"
+    served.mkdir()
+    (served / "zsre.json").write_text("<html>maintenance</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(InputError, match="malformed JSON"):
+            resolve_dataset("zsre", "official", cache_dir=tmp_path / "c",
+                            url=f"http://127.0.0.1:{httpd.server_address[1]}/zsre.json", lock_path=tmp_path / "l.json")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not (tmp_path / "l.json").exists() and list((tmp_path / "c").glob("*")) == []

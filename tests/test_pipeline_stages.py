@@ -73,7 +73,9 @@ def test_edit_run_carries_requests_deltas_and_targets(workdir):
     m = pipeline.edit_and_evaluate("memit", "counterfact")
     run = workdir / "data/runs/main/memit/counterfact/s0"
     info = json.loads((run / "info.json").read_text())
-    assert info["targets"]["n"] == 4 and info["targets"]["misses"] == 4 and info["targets"]["hits"] == 0
+    timing = json.loads((workdir / "data/timings/main/memit_counterfact_s0.json").read_text())
+    assert info["targets"]["n"] == 4 and timing["target_cache"] == {"hits": 0, "misses": 4}
+    assert "edit_seconds" in timing and "seconds" not in json.dumps(info) + json.dumps(m)
     assert len(list((run / "targets").rglob("*.safetensors"))) == 4
     assert len((run / "requests.jsonl").read_text().splitlines()) == 4
     assert len((run / "cases.jsonl").read_text().splitlines()) == 4
@@ -99,15 +101,24 @@ def test_edit_run_carries_requests_deltas_and_targets(workdir):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
 def test_rerun_and_shared_objective_optimise_nothing(workdir):
     first = pipeline.edit_and_evaluate("jeep", "counterfact")
+    run = workdir / "data/runs/main/jeep/counterfact/s0"
+    metrics = workdir / "metrics/main/jeep_counterfact_s0.json"
+    cold_run, cold_metrics = _tree(run), metrics.read_bytes()
     again = pipeline.edit_and_evaluate("jeep", "counterfact")
     assert again["summary"] == first["summary"]  # deterministic
-    info = json.loads((workdir / "data/runs/main/jeep/counterfact/s0/info.json").read_text())
-    assert info["targets"]["misses"] == 0 and info["targets"]["hits"] == 4
+    timing = json.loads((workdir / "data/timings/main/jeep_counterfact_s0.json").read_text())
+    assert timing["target_cache"] == {"hits": 4, "misses": 0}
+    # a warm-cache re-run writes the same bytes as the cold run: run directory and metrics
+    assert _tree(run) == cold_run and metrics.read_bytes() == cold_metrics
     pipeline.edit_and_evaluate("jeep", "counterfact", group="ablation", overrides={"variant": "wo_step2"})
-    info = json.loads((workdir / "data/runs/ablation/jeep-variant=wo_step2/counterfact/s0/info.json").read_text())
-    assert info["targets"]["misses"] == 0 and info["targets"]["hits"] == 4
+    timing = json.loads((workdir / "data/timings/ablation/jeep-variant=wo_step2_counterfact_s0.json").read_text())
+    assert timing["target_cache"] == {"hits": 4, "misses": 0}
 
 
 def test_bad_dataset_file_exits_nonzero_without_output(workdir, capsys):

@@ -63,7 +63,7 @@ def test_unknown_model_source(tmp_path):
     write_params(tmp_path, **{"model.source": "ftp"})
     r = run_stage(tmp_path, "prepare_model.py")
     assert r.returncode == 2
-    assert "unknown model source 'ftp'" in r.stderr
+    assert "model.source: unknown value 'ftp'" in r.stderr
     assert not (tmp_path / "data" / "models" / "smollm2").exists()
 
 

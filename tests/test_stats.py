@@ -111,7 +111,7 @@ def test_compute_stats_and_store(tiny_model, tmp_path):
         assert path.exists()
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
-        assert json.loads(meta["sidecar"])["model"] == ident and meta["count"] == str(n_tok)
+        assert json.loads(meta["sidecar"])["model"] == ident and json.loads(meta["sidecar"])["count"] == n_tok
         c = store.get(n)
         assert c.dtype == torch.float64
         torch.testing.assert_close(c, want[n], atol=1e-5, rtol=1e-3)
@@ -136,7 +136,7 @@ def test_store_rejects_non_finite(tiny_model, tmp_path):
     d = tmp_path / spec.key(ident)
     d.mkdir()
     save_file({"mom2": torch.full((4, 4), float("nan"))}, str(d / f"{name}.safetensors"))
-    with pytest.raises(ConfigError, match="non-finite"):
+    with pytest.raises(InputError, match="non-finite"):
         CovarianceStore(tmp_path, spec, ident).get(name)
 
 

@@ -39,7 +39,7 @@ SECTIONS: dict[str, dict[str, F]] = {
     "data": {"source": F("str", True, choices=("bundled", "mirror", "official")), "mirror": F("str", nullable=True),
              "datasets": F("strs", True, choices=DATASETS, nonempty=True), "n_records": F("int", lo=1, nullable=True),
              "files": F("map", nullable=True), "urls": F("map", nullable=True), "sha256": F("map", nullable=True)},
-    "model": {"key": F("str", True), "source": F("str", True, choices=("embedded", "hf", "path")),
+    "model": {"key": F("str", True), "source": F("str", choices=("embedded", "hf", "path")),
               "id": F("str", nullable=True), "path": F("str", nullable=True), "revision": F("str", nullable=True),
               "dtype": F("str", choices=("float32", "float16", "bfloat16")), "n_layers": F("int", lo=1)},
     "stats": {"corpus": F("str", True), "n_samples": F("int", True, lo=1), "max_length": F("int", True, lo=2),
@@ -57,7 +57,7 @@ SECTIONS: dict[str, dict[str, F]] = {
 }
 TOP: dict[str, F] = {"profile": F("str", nullable=True), "seed": F("int", lo=0), "seeds": F("ints", lo=0, nonempty=True),
                      "hparams": F("map", True), **{k: F("map") for k in SECTIONS}}
-REQUIRED_SECTIONS = ("data", "model", "stats", "edit")
+REQUIRED_SECTIONS = ("model",)  # the others are checked when present; a stage that needs one says so
 
 _OBJECTIVE = {"lr": F("num", True, **POS), "steps": F("int", True, lo=1), "kl_factor": F("num", True, **NONNEG),
               "weight_decay": F("num", True, **NONNEG), "stop_loss": F("num", True, **NONNEG),
@@ -191,7 +191,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"params: hparams.{model_key}: expected a mapping of methods")
         for method, hp in methods.items():
             where = f"hparams.{model_key}.{method}"
-            check_method_hparams(str(method), hp or {}, where)
+            check_method_hparams(str(method), hp or {}, where, partial=True)  # required keys: when it runs
             by = (hp or {}).get("by_dataset") or {}
             if not isinstance(by, dict):
                 raise ConfigError(f"params: {where}.by_dataset: expected a mapping of datasets")
@@ -201,7 +201,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
                 check_method_hparams(str(method), over or {}, f"{where}.by_dataset.{ds}", partial=True)
     if key not in table:
         raise ConfigError(f"params: model.key {key!r} has no hparams block; known: {sorted(table)}")
-    used = list(params["edit"]["methods"]) + list((params.get("scaling") or {}).get("methods", []))
+    used = list((params.get("edit") or {}).get("methods", [])) + list((params.get("scaling") or {}).get("methods", []))
     for m in used:
         if m not in METHOD_HPARAMS:
             raise _unknown(str(m), METHOD_HPARAMS, "edit.methods")

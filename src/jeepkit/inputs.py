@@ -6,10 +6,8 @@ into a DVC-tracked output, so the same inputs give byte-identical outputs on eve
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .data.schema import save_cases
-from .data.sources import resolve_dataset
+from .data.sources import DOWNLOAD_LOCK, resolve_dataset
 from .errors import ConfigError
 from .io import atomic_dir, write_json
 from .params import load_params, need, paths
@@ -20,7 +18,8 @@ def build_data(dataset: str, params_path: str = "params.yaml") -> None:
     d = need(params, "data")
     cases, prov = resolve_dataset(dataset, d["source"], mirror=d.get("mirror"), n=d.get("n_records"),
                                   seed=int(params.get("seed", 0)), mirror_file=(d.get("files") or {}).get(dataset),
-                                  url=(d.get("urls") or {}).get(dataset), sha256=(d.get("sha256") or {}).get(dataset))
+                                  url=(d.get("urls") or {}).get(dataset), sha256=(d.get("sha256") or {}).get(dataset),
+                                  lock_path=DOWNLOAD_LOCK)
     if not cases:
         raise ConfigError(f"dataset {dataset} from {d['source']} produced no cases")
     out = paths(params)["datasets"]

@@ -140,7 +140,14 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.exists():
         raise InputError("file does not exist", file=str(path))
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason}); re-save the file as UTF-8",
+                         file=str(path)) from None
+    if not text.strip():
+        raise InputError("empty file (no JSON value)", file=str(path))
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}", file=str(path)) from None
 
@@ -150,14 +157,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if not path.exists():
         raise InputError("file does not exist", file=str(path))
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON on line {i}: {e.msg}", file=str(path), record=f"line {i}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise InputError(f"malformed JSON on line {i}: {e.msg}", file=str(path),
+                                     record=f"line {i}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=str(path)) from None
     return rows
 
 

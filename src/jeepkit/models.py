@@ -155,6 +155,11 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, 
             if not ident:
                 raise ConfigError(f"model source {source!r} needs 'id' (hub id or local path)")
             revision = spec.get("revision")
+            if source == "path" and not Path(ident).is_dir():
+                raise ConfigError(f"model.source is 'path' but {ident} is not a directory (no such model on disk)")
+            if source == "hf" and revision and not _is_commit(revision):
+                raise ConfigError(f"model {ident}: revision {revision!r} is a branch or tag, which can move; "
+                                  "pin a 40-character commit hash")
             if source == "hf" and not revision:
                 raise ConfigError(f"model {ident}: pin a 'revision' (commit hash) so results are reproducible")
             try:
@@ -181,9 +186,18 @@ def load_model(model_dir: str | Path, *, dtype: str | None = None) -> tuple[nn.M
     torch_dtype = _dtype(dtype or card.get("dtype", "float32"))
     where = str(model_dir) if card["source"] == "embedded" else card["id"]
     rev = None if card["source"] == "embedded" else card.get("revision")
-    model = AutoModelForCausalLM.from_pretrained(where, revision=rev, dtype=torch_dtype)
-    tok = AutoTokenizer.from_pretrained(where, revision=rev, use_fast=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, revision=rev, dtype=torch_dtype)
+        tok = AutoTokenizer.from_pretrained(where, revision=rev, use_fast=True)
+    except Exception as e:  # safetensors / transformers raise many types for empty or truncated weights
+        msg = " ".join(str(e).split())[:300]
+        raise ConfigError(f"cannot load the prepared model from {where} ({type(e).__name__}: {msg}); "
+                          "re-run the prepare_model stage or check the weights") from None
     return finish_loading(model, tok) + (card,)
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower())
 
 
 def finish_loading(model: nn.Module, tok: Any) -> tuple[nn.Module, Any, Arch]:

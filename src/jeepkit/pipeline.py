@@ -71,6 +71,9 @@ class _Session:
         check_method_hparams(method, self.hp, where=f"hparams.{params['model']['key']}.{method}"
                              + (f" with --set {overrides}" if overrides else ""))
         self.overrides = overrides
+        known = need(params, "data.datasets")
+        if dataset not in known:
+            raise ConfigError(f"unknown dataset {dataset!r}; params data.datasets lists {known}")
         data_file = p["datasets"] / f"{dataset}.jsonl"
         self.cases = load_cases(data_file)
         if not self.cases:

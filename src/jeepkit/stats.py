@@ -209,7 +209,8 @@ def compute_stats(model: nn.Module, tok, arch: Arch, module_names: list[str], sp
     seconds = {"corpus_seconds": round(t_corpus, 1), "seconds": round(time.time() - t0, 1)}
     for name, c in moments.items():
         with atomic_path(out / f"{name}.safetensors") as tmp:
-            save_file({"mom2": c.contiguous()}, str(tmp), metadata={"sidecar": json.dumps(sidecar), "count": str(count)})
+            save_file({"mom2": c.contiguous()}, str(tmp),
+                      metadata={"sidecar": json.dumps({**sidecar, "count": count}, sort_keys=True)})
     write_json(out / "sidecar.json", {**sidecar, "modules": sorted(moments)})
     return sidecar, seconds
 

@@ -38,8 +38,8 @@ class _Record:
             if not isinstance(node, dict) or key not in node:
                 raise self.error("missing field", path)
             node = node[key]
-        if typ is str and isinstance(node, (int, float)) and not isinstance(node, bool):
-            node = str(node)  # numeric strings (years, ids) are common in these files
+        if typ is str and path.split(".")[-1].endswith("id") and isinstance(node, int) and not isinstance(node, bool):
+            node = str(node)  # numeric ids are common in these files; a numeric text field is an error
         if not isinstance(node, typ):
             raise self.error(f"expected {typ.__name__}, got {type(node).__name__}", path)
         return node

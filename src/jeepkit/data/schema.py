@@ -8,6 +8,7 @@ paraphrase prompts and of each locality answer on its locality prompt.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,18 @@ class EditCase:
     relation_id: str | None = None
     source: str = ""  # which reader/data source produced the record
 
+    def _texts(self):
+        yield "prompt", self.prompt
+        yield "subject", self.subject
+        yield "target_new", self.target_new
+        if self.target_true is not None:
+            yield "target_true", self.target_true
+        for i, p in enumerate(self.paraphrases):
+            yield f"paraphrases[{i}]", p
+        for i, lp in enumerate(self.locality):
+            yield f"locality[{i}].prompt", lp.prompt
+            yield f"locality[{i}].answer", lp.answer
+
     @property
     def rewrite_prompt(self) -> str:
         return self.prompt.replace("{}", self.subject)
@@ -54,20 +67,38 @@ class EditCase:
         def need(key: str) -> Any:
             if key not in d:
                 raise InputError("missing field", file=file, record=record, field=key)
-            return d[key]
+            return text(key, d[key])
 
+        def text(key: str, v: Any, optional: bool = False) -> Any:
+            if v is None and optional:
+                return None
+            if key == "case_id" and isinstance(v, int) and not isinstance(v, bool):
+                return str(v)
+            if not isinstance(v, str):
+                raise InputError(f"expected a string, got {type(v).__name__} {v!r}", file=file, record=record, field=key)
+            return v
+
+        if not isinstance(d, dict):
+            raise InputError(f"expected a JSON object, got {type(d).__name__}", file=file, record=record)
+        locality = d.get("locality", [])
+        paraphrases = d.get("paraphrases", [])
+        if not isinstance(locality, list) or not all(isinstance(x, dict) for x in locality):
+            raise InputError("expected a list of {prompt, answer} objects", file=file, record=record, field="locality")
+        if not isinstance(paraphrases, list):
+            raise InputError("expected a list of strings", file=file, record=record, field="paraphrases")
         try:
-            loc = tuple(LocalityPrompt(str(x["prompt"]), str(x["answer"])) for x in d.get("locality", []))
-        except (KeyError, TypeError):
+            loc = tuple(LocalityPrompt(text("locality.prompt", x["prompt"]), text("locality.answer", x["answer"]))
+                        for x in locality)
+        except KeyError:
             raise InputError("each entry needs 'prompt' and 'answer'", file=file, record=record, field="locality") from None
         case = cls(
-            case_id=str(need("case_id")),
-            kind=str(need("kind")),
-            prompt=str(need("prompt")),
-            subject=str(need("subject")),
-            target_new=str(need("target_new")),
-            target_true=None if d.get("target_true") is None else str(d["target_true"]),
-            paraphrases=tuple(str(p) for p in d.get("paraphrases", [])),
+            case_id=need("case_id"),
+            kind=need("kind"),
+            prompt=need("prompt"),
+            subject=need("subject"),
+            target_new=need("target_new"),
+            target_true=text("target_true", d.get("target_true"), optional=True),
+            paraphrases=tuple(text("paraphrases", p) for p in paraphrases),
             locality=loc,
             relation_id=None if d.get("relation_id") is None else str(d["relation_id"]),
             source=str(d.get("source", "")),
@@ -78,6 +109,10 @@ class EditCase:
     def validate(self, *, file: str | None = None, record: object = None) -> None:
         """Reject records no editor can use, naming the field."""
         rec = record if record is not None else self.case_id
+        for name, value in self._texts():
+            bad = _bad_text(value)
+            if bad:
+                raise InputError(bad, file=file, record=rec, field=name)
         if self.kind not in KINDS:
             raise InputError(f"unknown kind {self.kind!r}; expected one of {KINDS}", file=file, record=rec, field="kind")
         if not self.subject.strip():
@@ -99,10 +134,31 @@ class EditCase:
                 raise InputError(f"locality[{i}] has an empty answer", file=file, record=rec, field="locality")
 
 
+def _bad_text(value: str) -> str | None:
+    """Why a text field cannot be tokenised faithfully, or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"invalid Unicode (a lone surrogate {value[e.start]!r} at character {e.start})"
+    for i, ch in enumerate(value):
+        if unicodedata.category(ch) == "Cc" and ch not in "\t\n":
+            return f"control character {ch!r} at character {i}"
+    return None
+
+
 def save_cases(path: str | Path, cases: list[EditCase]) -> None:
     write_jsonl(path, [c.to_dict() for c in cases])
 
 
 def load_cases(path: str | Path) -> list[EditCase]:
     rows = read_jsonl(path)
-    return [EditCase.from_dict(r, file=str(path), record=r.get("case_id", i)) for i, r in enumerate(rows)]
+    cases, seen = [], {}
+    for i, r in enumerate(rows):
+        rec = r.get("case_id", f"line {i + 1}") if isinstance(r, dict) else f"line {i + 1}"
+        c = EditCase.from_dict(r, file=str(path), record=rec)
+        if (c.kind, c.case_id) in seen:
+            raise InputError(f"duplicate case_id (also on line {seen[c.kind, c.case_id]})", file=str(path),
+                             record=rec, field="case_id")
+        seen[c.kind, c.case_id] = i + 1
+        cases.append(c)
+    return cases

@@ -7,6 +7,7 @@ to the exact input bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -17,7 +18,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, read_json, sha256_file, stable_hash
@@ -33,7 +34,7 @@ OFFICIAL_URLS: Mapping[str, str] = MappingProxyType({
     "mcf": "https://rome.baulab.info/data/dsets/multi_counterfact.json",
     "zsre": "https://rome.baulab.info/data/dsets/zsre_mem_eval.json",
 })
-# None = not yet pinned: the computed hash is recorded in the provenance and a warning asks to pin it.
+# None = not pinned in the code: the first download's hash is recorded in downloads.lock.json and verified after.
 OFFICIAL_SHA256: Mapping[str, str | None] = MappingProxyType({"counterfact": None, "mcf": None, "zsre": None})
 
 # Paths inside a directory laid out like shared/data. The mirror has no MCF file: MCF is CounterFact
@@ -45,6 +46,7 @@ MIRROR_FILES: Mapping[str, str] = MappingProxyType({
 })
 MIRROR_ENV = "JEEPKIT_DATA_MIRROR"
 DEFAULT_CACHE_DIR = Path("data/downloads")
+DOWNLOAD_LOCK = Path("downloads.lock.json")  # committed: URL -> sha256 of the first verified download
 
 _OFFLINE_HINT = (
     "this machine seems offline or cannot reach the server. Set `data.source: mirror` and point "
@@ -69,15 +71,28 @@ def drop_conflicts(cases: list[EditCase]) -> tuple[list[EditCase], int]:
     return kept, len(cases) - len(kept)
 
 
-def download(url: str, dest: str | Path, sha256: str | None = None, *, timeout: float = 60.0) -> str:
+def download(url: str, dest: str | Path, sha256: str | None = None, *, timeout: float = 60.0,
+             check: Callable[[Path], None] | None = None) -> str:
     """Stream `url` to `dest` through a temporary file, verify it, and return its SHA-256.
 
-    Nothing is left at `dest` unless the whole file arrived and matched `sha256` (when given).
+    Nothing is left at `dest` unless the whole file arrived, matched `sha256` (when given) and passed
+    `check` (e.g. it parses), so a truncated or wrong download is never reused by a later run.
     """
     dest = Path(dest)
     if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
         raise ConfigError(f"cannot download {url!r}: expected an http(s) or file URL")
     h = hashlib.sha256()
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
+    try:
+        return _stream(url, dest, sha256, timeout, check, h)
+    except Exception:
+        for d in made:  # leave no empty cache directory behind a failed download
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _stream(url: str, dest: Path, sha256: str | None, timeout: float, check, h) -> str:
     try:
         with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
             for block in iter(lambda: resp.read(1 << 20), b""):
@@ -89,6 +104,11 @@ def download(url: str, dest: str | Path, sha256: str | None = None, *, timeout: 
                     f"checksum mismatch: expected sha256 {sha256}, got {h.hexdigest()}; the download was discarded",
                     file=url, field="sha256",
                 )
+            if check is not None:
+                try:
+                    check(tmp)
+                except InputError as e:
+                    raise InputError(f"{e} (downloaded from {url}; discarded)") from None
     except urllib.error.HTTPError as e:
         raise ConfigError(f"downloading {url} failed: the server answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
@@ -97,22 +117,63 @@ def download(url: str, dest: str | Path, sha256: str | None = None, *, timeout: 
     return h.hexdigest()
 
 
+def read_lock(path: str | Path = DOWNLOAD_LOCK) -> dict[str, str]:
+    """URL -> sha256 recorded by the first download (a committed file, so every clone verifies against it)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise InputError("expected a JSON object of URL -> sha256", file=str(path))
+    return data
+
+
+def _record_lock(url: str, digest: str, path: str | Path = DOWNLOAD_LOCK) -> None:
+    from ..io import write_json
+
+    lock = read_lock(path)
+    lock[url] = digest
+    write_json(path, dict(sorted(lock.items())))
+    print(f"recorded sha256 {digest} of {url} in {path}: commit it so later runs verify against it")
+
+
+def _check_json(path: Path) -> None:
+    read_json(path)
+
+
 def _fetch_official(
-    name: str, url: str | None, sha256: str | None, cache_dir: str | Path, timeout: float
+    name: str, url: str | None, sha256: str | None, cache_dir: str | Path, timeout: float,
+    lock_path: str | Path | None = None,
 ) -> tuple[Path, str, bool]:
-    """Return the cached official file (downloading it if needed), its hash, and whether the hash is pinned."""
+    """Return the cached official file (downloading it if needed), its hash, and whether the hash is pinned.
+
+    The expected hash is the explicit `sha256`, else the one in the lock file, else the built-in pin;
+    with none of them, the first download's hash is recorded in the lock file and verified ever after.
+    """
     url = url or OFFICIAL_URLS[name]
-    expected = sha256 if sha256 is not None else (OFFICIAL_SHA256[name] if url == OFFICIAL_URLS[name] else None)
+    expected = sha256 if sha256 is not None else (read_lock(lock_path).get(url) if lock_path else None)
+    if expected is None and url == OFFICIAL_URLS[name]:
+        expected = OFFICIAL_SHA256[name]
     basename = Path(urllib.parse.urlparse(url).path).name or f"{name}.json"
     # The URL hash in the name keeps two URLs with the same file name from sharing a cache entry.
     dest = Path(cache_dir) / f"{stable_hash(url, 8)}-{basename}"
     if dest.exists():
         digest = sha256_file(dest)
-        if expected is None or digest == expected.lower():
-            return dest, digest, expected is not None
+        if expected is None:
+            _check_json(dest)
+            if lock_path is None:
+                return dest, digest, False
+            _record_lock(url, digest, lock_path)  # downloaded before the lock file existed: record it now
+            return dest, digest, True
+        if digest == expected.lower():
+            return dest, digest, True
         dest.unlink()  # a stale or corrupt cache entry: fetch again
-    digest = download(url, dest, expected, timeout=timeout)
-    return dest, digest, expected is not None
+    digest = download(url, dest, expected, timeout=timeout, check=_check_json)
+    if expected is None:
+        if lock_path is None:
+            return dest, digest, False
+        _record_lock(url, digest, lock_path)
+    return dest, digest, True
 
 
 def _mirror_path(name: str, mirror: str | Path | None, mirror_file: str | Path | None) -> Path:
@@ -154,11 +215,13 @@ def resolve_dataset(
     *,
     mirror_file: str | Path | None = None,
     timeout: float = 60.0,
+    lock_path: str | Path | None = None,
 ) -> tuple[list[EditCase], dict[str, Any]]:
     """Load dataset `name` from `source`; return the cases (the first `n`) and their provenance.
 
     `seed` only affects the bundled benchmark. `sha256`, when given, is checked for mirror and official
-    files; for the official files a pinned constant is used otherwise.
+    files; for the official files the hash in `lock_path` (the data stage passes downloads.lock.json),
+    else a pinned constant, is used otherwise; with neither, the first download's hash is recorded there.
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; expected one of {DATASETS}")
@@ -186,7 +249,7 @@ def resolve_dataset(
                     f"checksum mismatch: expected sha256 {sha256}, got {digest}", file=str(path), field="sha256"
                 )
         else:
-            path, digest, pinned = _fetch_official(name, url, sha256, cache_dir, timeout)
+            path, digest, pinned = _fetch_official(name, url, sha256, cache_dir, timeout, lock_path)
             prov["url"] = url or OFFICIAL_URLS[name]
             if not pinned:
                 warnings.warn(

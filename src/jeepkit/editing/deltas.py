@@ -20,6 +20,9 @@ from ..errors import InputError
 from ..io import atomic_path
 
 
+META_KEY = "jeepkit"
+
+
 def parameter(model: nn.Module, name: str) -> torch.Tensor:
     """The tensor a delta key refers to: a parameter by full name, else the module's weight."""
     try:
@@ -30,8 +33,9 @@ def parameter(model: nn.Module, name: str) -> torch.Tensor:
 
 def save_deltas(path: str | Path, deltas: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
+        # One metadata entry: safetensors writes several in hash-map order, which differs between runs.
         save_file({k: v.detach().to(torch.float32).contiguous() for k, v in deltas.items()}, str(tmp),
-                  metadata={k: json.dumps(v) for k, v in meta.items()})
+                  metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def load_deltas(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -39,7 +43,8 @@ def load_deltas(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     if not path.exists():
         raise InputError("delta file does not exist", file=str(path))
     with safe_open(str(path), framework="pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        raw = f.metadata() or {}
+        meta = json.loads(raw[META_KEY]) if META_KEY in raw else {k: json.loads(v) for k, v in raw.items()}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return tensors, meta
 

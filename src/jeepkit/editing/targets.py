@@ -80,7 +80,7 @@ class TargetCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"info": json.dumps(res.info)})
+            save_file(tensors, str(tmp), metadata={"info": json.dumps(res.info, sort_keys=True)})
         self._use(key)
 
     def _use(self, key: str) -> None:
