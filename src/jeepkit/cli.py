@@ -14,8 +14,8 @@ import yaml
 
 from .errors import ConfigError, JeepkitError
 
-DVC_HINT = ("dvc repro removed this stage's previous outputs before running it; "
-            "`dvc checkout {stage}` brings back the committed ones")
+DVC_HINT = ("dvc repro removed this stage's previous outputs before running it: `dvc checkout {stage}` brings "
+            "back the cached ones, `git checkout -- metrics reports` the git-tracked metrics and reports")
 
 
 def _dvc_hint() -> str:
