@@ -188,21 +188,26 @@ def stage_entries(dvc_yaml: Path) -> dict[str, list[Path]]:
     out = {}
     for name, st in stages.items():
         body = st.get("do", st)
-        m = re.search(r"(?:python\s+(stages/\S+\.py))|(?:papermill\s+(notebooks/\S+\.ipynb))", str(body.get("cmd", "")))
+        cmd = str(body.get("cmd", ""))
+        m = re.search(r"(?:python\s+(stages/\S+\.py))|(?:(?:papermill|-m\s+jeepkit\.notebooks)\s+(notebooks/\S+\.ipynb))",
+                      cmd)
         if not m:
             continue
+        runner = [Path("src/jeepkit/notebooks.py")] if re.search(r"-m\s+jeepkit\.notebooks", cmd) else []
         path = m.group(1) or m.group(2)
         items = st.get("foreach") if "${item}" in path else None
         if isinstance(items, list):
-            out[name] = [Path(path.replace("${item}", str(i))) for i in items]
+            out[name] = runner + [Path(path.replace("${item}", str(i))) for i in items]
         elif "${" not in path:
-            out[name] = [Path(path)]
+            out[name] = runner + [Path(path)]
     return out
 
 
 def code_deps(entries: Sequence[Path], root: Path = REPO_ROOT) -> list[str]:
     """The project files the entries import, as repo-relative paths; a directory when all of it is imported."""
-    files = {p.resolve() for e in entries for p in closure(root / e, root / "src" / PACKAGE)}
+    pkg = (root / "src" / PACKAGE).resolve()
+    files = {p.resolve() for e in entries for p in closure(root / e, pkg)}
+    files |= {(root / e).resolve() for e in entries if (root / e).resolve().is_relative_to(pkg)}  # `-m` modules
     out: list[str] = []
     covered: set[Path] = set()
     for d in sorted({p.parent for p in files}, key=lambda p: len(p.parts)):
