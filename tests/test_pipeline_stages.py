@@ -29,6 +29,8 @@ TINY_HP = {
     "jeep": {"layers_low": [1], "layers_high": [3], "clamp_low": 4.0, "clamp_high": 2.0, "lambda_low": 10.0,
              "lambda_high": 10.0, "weight_decay_low": 0.5, "weight_decay_high": 0.5, "kl_factor_low": 0.0625,
              "lr": 0.5, "steps": 6, "min_prob": 0.9, "high_anchor": "attn_as_released", "variant": "full"},
+    "rome": {"layer": 2, "steps": 4, "n_prefix_short": 2, "n_prefix_long": 2, "prefix_len_short": 3,
+             "prefix_len_long": 5},
 }
 
 
@@ -46,7 +48,7 @@ def workdir(tmp_path_factory, llama_tok):
         "model": {"key": "tiny", "source": "path", "id": str(root / "tiny_model"), "dtype": "float32"},
         "stats": {"corpus": f"file:{root / 'corpus.txt'}", "n_samples": 20, "max_length": 32, "seed": 1,
                   "layers": [1, 2, 3], "modules": ["mlp_out"]},
-        "edit": {"methods": ["none", "memit", "jeep"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
+        "edit": {"methods": ["none", "memit", "jeep", "rome"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
         "hparams": {"tiny": TINY_HP},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -119,6 +121,27 @@ def test_rerun_and_shared_objective_optimise_nothing(workdir):
     pipeline.edit_and_evaluate("jeep", "counterfact", group="ablation", overrides={"variant": "wo_step2"})
     timing = json.loads((workdir / "data/timings/ablation/jeep-variant=wo_step2_counterfact_s0.json").read_text())
     assert timing["target_cache"] == {"hits": 4, "misses": 0}
+
+
+def test_rome_case_study_and_chunks_are_byte_identical_across_runs(workdir):
+    """ROME has no target cache: everything (case-study generations included) is recomputed each run,
+    over two chunks whose weights are restored exactly in between."""
+    runs = []
+    for _ in range(2):
+        pipeline.edit_and_evaluate("rome", "counterfact")
+        runs.append((_tree(workdir / "data/runs/main/rome/counterfact/s0"),
+                     (workdir / "metrics/main/rome_counterfact_s0.json").read_bytes()))
+    assert runs[0] == runs[1]
+    assert json.loads(runs[0][1])["case_study"]["greedy"]
+
+
+def test_chunks_start_from_the_exact_original_weights(workdir):
+    """After an edit of several chunks the model is bit-for-bit the loaded one (no W + ΔW − ΔW drift)."""
+    s = pipeline._Session("params.yaml", "memit", "counterfact", None, {})
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    s.run_chunks(s.cases[:4], 2, keep_deltas=False, progress=False)
+    after = s.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_bad_dataset_file_exits_nonzero_without_output(workdir, capsys):
