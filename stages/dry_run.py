@@ -1,10 +1,9 @@
 """Check a profile without loading weights: expand every stage and validate each method's config."""
 import argparse
 
-import yaml
-
-from jeepkit.params import load_params
 from jeepkit.cli import stage_main
+from jeepkit.models import _is_commit as is_commit  # not a stage: importing it re-runs nothing
+from jeepkit.params import load_params
 from jeepkit.profiles import apply_overrides, dry_run, load_profile
 
 
@@ -18,7 +17,10 @@ def main(a: argparse.Namespace) -> None:
         params = apply_overrides(params, {"model.key": a.model_key})
     s = dry_run(params)
     print(f"profile {a.profile}: model {s['model']} ({s['depth']} layers), {s['runs']} edit runs OK")
-
+    m = params["model"]
+    if m.get("source") == "hf" and not is_commit(str(m.get("revision") or "")):
+        print(f"note: model.revision {m.get('revision')!r} of {m.get('id')} is not a commit hash; prepare_model "
+              "refuses it until you pin one (-S model.revision=<40-hex commit>)")
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -5,7 +5,10 @@ import sys
 
 import yaml
 
-from jeepkit.profiles import load_profile
+from jeepkit.cli import stage_main
+from jeepkit.config import validate_params
+from jeepkit.params import load_params
+from jeepkit.profiles import apply_overrides, load_profile
 
 
 def override_args(overrides: dict) -> list[str]:
@@ -26,6 +29,8 @@ if __name__ == "__main__":
     ov = dict(prof["overrides"])
     if a.model_key:
         ov.update(prof.get(a.model_key, {"model.key": a.model_key}))
+    # the same schema the stages apply, before DVC starts anything (a typo would otherwise re-run stages)
+    stage_main(lambda: validate_params(apply_overrides(load_params("params.yaml"), ov)))()
     cmd = ["dvc", "exp", "run", *override_args(ov), *extra]
     if a.dry:
         print(" ".join(cmd))

@@ -45,10 +45,6 @@ def _env() -> dict[str, str]:
 def base_repo(tmp_path_factory, llama_tok):
     """data/, model, statistics and params.yaml of a tiny project, built with the stage CLIs."""
     root = tmp_path_factory.mktemp("bad_base")
-    model, tok, _ = tiny.tiny_llama(llama_tok, seed=0)
-    model.save_pretrained(root / "tiny_model", safe_serialization=True)
-    tok.save_pretrained(root / "tiny_model")
-    (root / "corpus.txt").write_text("\n".join(tiny.CORPUS) + "\n")
     params = {
         "profile": "test", "seed": 0, "seeds": [0],
         "data": {"source": "bundled", "datasets": ["counterfact", "zsre"], "n_records": 6},
@@ -59,7 +55,7 @@ def base_repo(tmp_path_factory, llama_tok):
         "ablation": {"dataset": "counterfact", "variants": ["wo_low"]},
         "hparams": {"tiny": TINY_HP},
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny.write_tiny_project(root, llama_tok, params)
     for args in (["build_data.py", "--dataset", "counterfact"], ["build_data.py", "--dataset", "zsre"],
                  ["prepare_model.py"], ["stats.py"]):
         r = subprocess.run([sys.executable, str(ROOT / "stages" / args[0]), *args[1:]], cwd=root, env=_env(),

@@ -40,17 +40,13 @@ def _run(cwd: Path, *cmd: str, **env: str) -> subprocess.CompletedProcess:
 def dvc_repo(tmp_path_factory, llama_tok):
     """A DVC project (no git) with one edit stage on a tiny LLaMA: 4 edits in 2 chunks."""
     root = tmp_path_factory.mktemp("dvcrepo")
-    model, tok, _ = tiny.tiny_llama(llama_tok, seed=0)
-    model.save_pretrained(root / "tiny_model", safe_serialization=True)
-    tok.save_pretrained(root / "tiny_model")
-    (root / "corpus.txt").write_text("\n".join(tiny.CORPUS) + "\n")
     params = {"seed": 0, "data": {"source": "bundled", "datasets": ["counterfact"], "n_records": 6},
               "model": {"key": "tiny", "source": "path", "id": "tiny_model", "dtype": "float32"},
               "stats": {"corpus": "file:corpus.txt", "n_samples": 20, "max_length": 32, "layers": [1, 2],
                         "modules": ["mlp_out"]},
               "edit": {"methods": ["memit"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
               "hparams": {"tiny": HP}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    tiny.write_tiny_project(root, llama_tok, params)
     for args in (["build_data.py", "--dataset", "counterfact"], ["prepare_model.py"], ["stats.py"]):
         r = _run(root, sys.executable, str(ROOT / "stages" / args[0]), *args[1:])
         assert r.returncode == 0, r.stderr

@@ -38,10 +38,6 @@ TINY_HP = {
 def workdir(tmp_path_factory, llama_tok):
     """A scratch repository: tiny model on disk, a text corpus, params.yaml, data built, stats computed."""
     root = tmp_path_factory.mktemp("repo")
-    model, tok, _ = tiny.tiny_llama(llama_tok, seed=0)
-    model.save_pretrained(root / "tiny_model", safe_serialization=True)
-    tok.save_pretrained(root / "tiny_model")
-    (root / "corpus.txt").write_text("\n".join(tiny.CORPUS) + "\n")
     params = {
         "profile": "test", "seed": 0, "seeds": [0],
         "data": {"source": "bundled", "datasets": ["counterfact"], "n_records": 12},
@@ -51,7 +47,7 @@ def workdir(tmp_path_factory, llama_tok):
         "edit": {"methods": ["none", "memit", "jeep", "rome"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
         "hparams": {"tiny": TINY_HP},
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    tiny.write_tiny_project(root, llama_tok, params)
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
     torch.set_num_threads(1)

@@ -152,3 +152,14 @@ def answer_logprob(model, tok, template: str, subject: str, answer: str, prefix:
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0].float()
     logp = torch.log_softmax(logits, -1)
     return float(sum(logp[p, t] for p, t in zip(loc.answer_positions, loc.answer_ids)))
+
+
+def write_tiny_project(root, tok, params: dict) -> None:
+    """A scratch project on disk: the tiny LLaMA (seed 0) in tiny_model/, corpus.txt and params.yaml."""
+    import yaml
+
+    model, tok, _ = tiny_llama(tok, seed=0)
+    model.save_pretrained(root / "tiny_model", safe_serialization=True)
+    tok.save_pretrained(root / "tiny_model")
+    (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
