@@ -18,7 +18,7 @@ class InputError(JeepkitError):
             where.append(f"record {record}")
         if field is not None:
             where.append(f"field '{field}'")
-        self.file, self.record, self.field = file, record, field
+        self.file, self.record, self.field, self.detail = file, record, field, message
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 

@@ -29,7 +29,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     try:
         return validate_params(params)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}: {str(e).removeprefix('params: ')}") from None
 
 
 def need(params: dict[str, Any], dotted: str) -> Any:

@@ -68,8 +68,8 @@ class _Session:
         self.method, self.dataset = method, dataset
         self.seed = int(params.get("seed", 0) if seed is None else seed)
         self.hp = {**method_hparams(params, method, dataset), **overrides}
-        check_method_hparams(method, self.hp, where=f"hparams.{params['model']['key']}.{method}"
-                             + (f" with --set {overrides}" if overrides else ""))
+        check_method_hparams(method, overrides, where="--set", partial=True)
+        check_method_hparams(method, self.hp, where=f"hparams.{params['model']['key']}.{method}")
         self.overrides = overrides
         known = need(params, "data.datasets")
         if dataset not in known:

@@ -108,7 +108,7 @@ def _stream(url: str, dest: Path, sha256: str | None, timeout: float, check, h) 
                 try:
                     check(tmp)
                 except InputError as e:
-                    raise InputError(f"{e} (downloaded from {url}; discarded)") from None
+                    raise InputError(f"the download is unusable ({e.detail}); it was discarded", file=url) from None
     except urllib.error.HTTPError as e:
         raise ConfigError(f"downloading {url} failed: the server answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
