@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,15 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _sigint_default() -> None:
+    """A test run in the background (`cmd &`, nohup, some CI runners) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler; give the stage the terminal's default, as for a user at a prompt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(cwd: Path, *cmd: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(cmd), cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=600)
+    return subprocess.run(list(cmd), cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=600,
+                          preexec_fn=_sigint_default)
 
 
 @pytest.fixture(scope="module")
