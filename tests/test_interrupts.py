@@ -71,11 +71,7 @@ def dvc_repo(tmp_path_factory, llama_tok):
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
-    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / RUN).rglob("*")) if p.is_file()}
-    return {**files, METRICS: (root / METRICS).read_bytes()}
-
-
-def _outputs_or_missing(root: Path) -> dict[str, bytes]:
+    """The run directory's files and the metrics file (left out when absent)."""
     files = {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / RUN).rglob("*")) if p.is_file()}
     if (root / METRICS).exists():
         files[METRICS] = (root / METRICS).read_bytes()
@@ -126,7 +122,7 @@ def test_failed_stage_under_dvc_says_how_to_restore_outputs(dvc_repo, tmp_path):
         (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params))
     assert not (dvc_repo / RUN).exists()
     assert _run(dvc_repo, DVC, "checkout", "edit").returncode == 0
-    restored = _outputs_or_missing(dvc_repo)
+    restored = _outputs(dvc_repo)
     assert {k: v for k, v in restored.items() if k != METRICS} == {k: v for k, v in reference.items() if k != METRICS}
     # the uncached metrics file lives in git in the real project (`git checkout -- metrics`); put it back here
     (dvc_repo / METRICS).write_bytes(reference[METRICS])

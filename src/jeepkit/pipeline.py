@@ -109,19 +109,14 @@ class _Session:
     def _restore(self, deltas: dict[str, torch.Tensor]) -> None:
         """Put back the exact original weights (W + ΔW − ΔW is not W in floating point)."""
         with torch.no_grad():
-            for name in deltas:
-                parameter(self.model, name).copy_(self._pristine[name])
+            for name in deltas:  # a delta key is a parameter name or a module name (its weight)
+                original = self._pristine.get(name, self._pristine.get(f"{name}.weight"))
+                parameter(self.model, name).copy_(original)
 
     def _snapshot(self) -> None:
         """Original values of every parameter (on the CPU), taken once when a run has several chunks."""
         if self._pristine is None:
-            self._pristine = {}
-            for name, p in self.model.named_parameters():
-                self._pristine[name] = p.detach().to("cpu", copy=True)
-            for name, m in self.model.named_modules():  # delta keys may be module names (their weight)
-                w = getattr(m, "weight", None)
-                if isinstance(w, torch.Tensor) and name:
-                    self._pristine.setdefault(name, self._pristine.get(f"{name}.weight", w.detach().to("cpu", copy=True)))
+            self._pristine = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()}
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
                    progress: bool = True, restore: bool = True) -> dict[str, Any]:
@@ -177,19 +172,14 @@ class _Session:
                     **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in timing.items()}})
 
 
-def _edit_counts(e: dict[str, Any], n_cases: int) -> tuple[int, int]:
-    n_edits = min(int(e["n_edits"]), n_cases)
-    batch = int(e.get("batch_size") or n_edits)
-    return n_edits, batch
-
-
 def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml", *, group: str = "main",
                       seed: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Edit n_edits records in independent chunks of batch_size; evaluate each chunk on its edited model."""
     overrides = overrides or {}
     s = _Session(params_path, method, dataset, seed, overrides)
-    n_edits, batch = _edit_counts(s.e, len(s.cases))
+    n_edits = min(int(s.e["n_edits"]), len(s.cases))
     cases = s.cases[:n_edits]
+    batch = int(s.e.get("batch_size") or n_edits)
     out = s.run_chunks(cases, batch, case_study=True, restore=False)
     summary = summarise(out["per_case"], cases[0].kind)
     name = run_name(method, overrides)

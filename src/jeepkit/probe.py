@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,7 +43,7 @@ from torch import nn
 from .data.schema import EditCase
 from .errors import ConfigError, InputError
 from .hooks import capture
-from .io import atomic_path, save_figure, write_json
+from .io import atomic_dir, atomic_path, save_figure, write_json
 from .models import Arch, get_module
 from .tokens import locate_template, pad_id, right_pad
 from .wordsets import EXPLICIT_SETS, SET_NAMES, WordSets
@@ -507,15 +504,8 @@ def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml"
         "recommendation": rec, "configured_layers": conf,
     }
     out = Path(out_dir) if out_dir is not None else Path("data") / "probe" / str(params["model"]["key"]) / dataset
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_probe(tmp, arrays, sidecar)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"probe: {len(cases)} records of {dataset} ({len(skipped)} skipped), {arch.n_layers} layers, "
           f"{sidecar['lens']} -> {out}")
     print(format_recommendation(rec, conf))

@@ -12,6 +12,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -46,13 +47,20 @@ class CorpusSpec:
         path = Path(self.corpus[5:])
         if not path.is_file():
             raise InputError("covariance corpus file does not exist", file=str(path))
-        return sha256_file(path)
+        st = path.stat()
+        return _sha256_once(path.resolve(), st.st_mtime_ns, st.st_size)
 
     def key(self, model_identity: dict[str, Any]) -> str:
         """Everything C depends on: corpus (and its bytes), sizes, dtype, seed, model, and the code."""
         return stable_hash({"corpus": self.corpus, "n_samples": self.n_samples, "max_length": self.max_length,
                             "dtype": self.dtype, "seed": self.seed, "model": model_identity,
                             "corpus_sha256": self.corpus_sha256(), "code": code_fingerprint()})
+
+
+@lru_cache(maxsize=None)
+def _sha256_once(path: Path, mtime_ns: int, size: int) -> str:
+    """The key, the sidecar and the metrics all need the corpus hash: read a large corpus once per process."""
+    return sha256_file(path)
 
 
 # The modules whose code decides C (statistics cache key); reporting or editing changes keep the cache.
