@@ -138,7 +138,7 @@ def test_group_mean():
 def test_add_at_exact_positions(tiny_model, role):
     model, tok, arch = tiny_model
     locs = [locate_template(tok, CASE.prompt, CASE.subject, prefix=p) for p in ctx(PREFIXES)]
-    ids, mask = right_pad([l.ids for l in locs], pad_id(tok))
+    ids, mask = right_pad([l.ids for l in locs], pad_id(tok), device="cpu")
     module = model.get_submodule(arch.name(role, 2))
     rows = torch.tensor([0, 2])
     cols = torch.tensor([locs[0].subject_last, locs[2].subject_last])

@@ -110,7 +110,7 @@ def test_positions_in_right_padded_batch(any_tok):
     locs = [locate_template(any_tok, "The mother tongue of {} is", "Danielle Darrieux", prefix=p, answer="French")
             for p in PREFIXES]
     assert len({len(l.ids) for l in locs}) == len(PREFIXES)  # really different lengths
-    ids, mask = right_pad([l.ids for l in locs], pad_id(any_tok))
+    ids, mask = right_pad([l.ids for l in locs], pad_id(any_tok), device="cpu")
     width = max(len(l.ids) for l in locs)
     assert ids.shape == mask.shape == (len(locs), width)
     for r, l in enumerate(locs):

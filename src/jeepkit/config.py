@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -41,7 +42,8 @@ SECTIONS: dict[str, dict[str, F]] = {
              "files": F("map", nullable=True), "urls": F("map", nullable=True), "sha256": F("map", nullable=True)},
     "model": {"key": F("str", True), "source": F("str", choices=("embedded", "hf", "path")),
               "id": F("str", nullable=True), "path": F("str", nullable=True), "revision": F("str", nullable=True),
-              "dtype": F("str", choices=("float32", "float16", "bfloat16")), "n_layers": F("int", lo=1)},
+              "dtype": F("str", choices=("float32", "float16", "bfloat16")), "n_layers": F("int", lo=1),
+              "device": F("str", nullable=True), "device_map": F("str", nullable=True, choices=("auto",))},
     "stats": {"corpus": F("str", True), "n_samples": F("int", True, lo=1), "max_length": F("int", True, lo=2),
               "dtype": F("str", choices=("float32", "float64")), "seed": F("int"),
               "layers": F("ints", True, lo=0, nonempty=True), "modules": F("strs", choices=("mlp_out", "attn_out"))},
@@ -51,6 +53,9 @@ SECTIONS: dict[str, dict[str, F]] = {
     "sweep": {"dataset": F("str", True, choices=DATASETS), "clamp_high": F("nums", True, gt=0.0, nonempty=True)},
     "scaling": {"dataset": F("str", True, choices=DATASETS), "methods": F("strs", True),
                 "max_edits": F("int", True, lo=1), "max_chunks": F("int", lo=1)},
+    "run": {"memory_budget_gb": F("num", nullable=True, gt=0.0), "solve_on": F("str", choices=("weight", "cpu")),
+            "target_requests": F("int", lo=1, nullable=True), "key_rows": F("int", lo=1),
+            "stats_tokens": F("int", lo=1), "probe_rows": F("int", lo=1), "eval_rows": F("int", lo=1)},
     "probe": {"dataset": F("str", choices=DATASETS), "n_records": F("int", lo=1), "apply_final_norm": F("bool"),
               "batch_size": F("int", lo=1), "wordsets": F("bool"), "max_related": F("int", lo=0),
               "n_low": F("int", lo=1), "n_high": F("int", lo=1)},
@@ -184,6 +189,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     for name, spec in SECTIONS.items():
         if name in params:
             check_block(spec, params[name], name)
+    device = params["model"].get("device")
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device).strip().lower()):
+        raise ConfigError(f"params: model.device: unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
     key = params["model"]["key"]
     table = params["hparams"]
     for model_key, methods in table.items():

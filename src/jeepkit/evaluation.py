@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -25,7 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.schema import EditCase
-from .errors import InputError
+from .device import CPU, input_device
+from .errors import InputError, OptimisationError
 from .forward import logits_at
 from .tokens import locate, pad_id, right_pad
 
@@ -38,6 +40,7 @@ class _Query:
     """One teacher-forced sequence and where its answer tokens are scored."""
 
     case: int
+    case_id: str
     slot: tuple  # (role, prompt index, which candidate)
     ids: list[int]
     cols: list[int]
@@ -45,10 +48,8 @@ class _Query:
 
 
 def _device(model: nn.Module | None) -> torch.device:
-    if model is None:
-        return torch.device("cpu")
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+    """Where inputs go (the embedding's device); the CPU when logits come from a test's logits_fn."""
+    return CPU if model is None else input_device(model)
 
 
 @contextlib.contextmanager
@@ -70,7 +71,7 @@ def _query(tok, case_idx: int, case: EditCase, slot: tuple, prompt: str, answer:
         loc = locate(tok, prompt, answer=answer)
     except InputError as e:
         raise InputError(str(e), record=case.case_id, field=slot[0]) from None
-    return _Query(case_idx, slot, loc.ids, loc.answer_positions, loc.answer_ids)
+    return _Query(case_idx, str(case.case_id), slot, loc.ids, loc.answer_positions, loc.answer_ids)
 
 
 def _queries(tok, cases: list[EditCase]) -> list[_Query]:
@@ -105,18 +106,24 @@ def _score_queries(queries: list[_Query], logits_fn: LogitsFn, pad: int, device:
     order = sorted(range(len(queries)), key=lambda i: -len(queries[i].ids))  # stable: deterministic
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
-        ids, mask = right_pad([queries[i].ids for i in batch], pad)
-        rows = torch.tensor([r for r, qi in enumerate(batch) for _ in queries[qi].cols], dtype=torch.long)
-        cols = torch.tensor([c for qi in batch for c in queries[qi].cols], dtype=torch.long)
-        targets = torch.tensor([t for qi in batch for t in queries[qi].targets], dtype=torch.long)
-        logits = logits_fn(ids.to(device), mask.to(device), rows.to(device), cols.to(device)).float().cpu()
+        ids, mask = right_pad([queries[i].ids for i in batch], pad, device=device)
+        rows = torch.tensor([r for r, qi in enumerate(batch) for _ in queries[qi].cols], dtype=torch.long, device=device)
+        cols = torch.tensor([c for qi in batch for c in queries[qi].cols], dtype=torch.long, device=device)
+        targets = [t for qi in batch for t in queries[qi].targets]
+        # log-softmax in float32 where the logits are; only the scored numbers leave the device
+        logits = logits_fn(ids, mask, rows, cols).float()
+        tgt = torch.tensor(targets, dtype=torch.long, device=logits.device)
         logp = torch.log_softmax(logits, dim=-1)
-        tok_nll = -logp.gather(1, targets[:, None]).squeeze(1).double()
-        correct = (logits.argmax(dim=-1) == targets).tolist()
+        tok_nll = (-logp.gather(1, tgt[:, None]).squeeze(1).double()).cpu()
+        correct = (logits.argmax(dim=-1) == tgt).tolist()
         start = 0
         for qi in batch:
             k = len(queries[qi].targets)
             results[qi] = (float(tok_nll[start:start + k].mean()), [bool(x) for x in correct[start:start + k]])
+            if not math.isfinite(results[qi][0]):
+                raise OptimisationError(f"case {queries[qi].case_id}: evaluation NLL is {results[qi][0]} for "
+                                        f"{queries[qi].slot}; an activation overflowed: try model.dtype bfloat16 "
+                                        "or float32")
             start += k
     return results  # type: ignore[return-value]
 
@@ -209,10 +216,10 @@ def greedy_continuations(model: nn.Module | None, tok, prompts: list[str], max_n
             for _ in range(max_new_tokens):
                 if not live:
                     break
-                ids, mask = right_pad([seqs[i] for i in live], pad)
-                rows = torch.arange(len(live))
-                cols = torch.tensor([len(seqs[i]) - 1 for i in live], dtype=torch.long)
-                nxt = logits_fn(ids.to(device), mask.to(device), rows.to(device), cols.to(device)).argmax(-1).tolist()
+                ids, mask = right_pad([seqs[i] for i in live], pad, device=device)
+                rows = torch.arange(len(live), device=device)
+                cols = torch.tensor([len(seqs[i]) - 1 for i in live], dtype=torch.long, device=device)
+                nxt = logits_fn(ids, mask, rows, cols).argmax(-1).tolist()
                 still = []
                 for i, t in zip(live, nxt):
                     if eos is not None and t == eos:

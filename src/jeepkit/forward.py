@@ -21,4 +21,4 @@ def logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
               rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Logits (len(rows) x vocab) at positions (rows[i], cols[i]) only."""
     h = final_hidden(model, input_ids, attention_mask)
-    return model.get_output_embeddings()(h[rows, cols]).float()
+    return model.get_output_embeddings()(h[rows.to(h.device), cols.to(h.device)]).float()

@@ -35,11 +35,12 @@ def add_at(module: nn.Module, rows: torch.Tensor, cols: torch.Tensor, delta: Cal
 
     def hook(_mod, _inp, output):
         h = _hidden(output)
+        r, c = rows.to(h.device), cols.to(h.device)  # no-ops unless the model is split over devices
         if record_init is not None and "init" not in record_init:
-            record_init["init"] = h[rows[init_row], cols[init_row]].detach().clone()
+            record_init["init"] = h[r[init_row], c[init_row]].detach().clone()
         d = delta()
         h = h.clone()
-        h[rows, cols] = h[rows, cols] + d.to(h.dtype)
+        h[r, c] = h[r, c] + d.to(device=h.device, dtype=h.dtype)
         return _replace_hidden(output, h)
 
     handle = module.register_forward_hook(hook)

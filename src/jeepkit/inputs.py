@@ -39,15 +39,18 @@ def prepare(params_path: str = "params.yaml") -> None:
 
 
 def stats(params_path: str = "params.yaml") -> None:
-    from .models import load_model, model_identity
+    from .models import model_identity
+    from .runtime import load_run_model, runtime_for
     from .stats import compute_stats, corpus_spec
 
     params = load_params(params_path)
     p = paths(params)
-    model, tok, arch, card = load_model(p["model"])
+    model, tok, arch, card = load_run_model(params)
+    rt = runtime_for(params, model)
     s = need(params, "stats")
     modules = [arch.name(role, l) for role in s.get("modules", ["mlp_out"]) for l in s["layers"]]
     with atomic_dir(p["stats"]) as tmp:
-        side, seconds = compute_stats(model, tok, arch, modules, corpus_spec(params), model_identity(card), tmp)
+        side, seconds = compute_stats(model, tok, arch, modules, corpus_spec(params), model_identity(card), tmp,
+                                      token_budget=rt.stats_tokens)
     write_json(p["timings"] / "stats.json", {"model": need(params, "model.key"), "key": side["key"], **seconds})
     print(f"covariance: {len(modules)} modules, {side['n_tokens']} tokens, {seconds['seconds']} s")

@@ -174,26 +174,63 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, 
     return card, seconds
 
 
-def load_model(model_dir: str | Path, *, dtype: str | None = None) -> tuple[nn.Module, Any, Arch, dict[str, Any]]:
-    """Load a prepared model in eval mode with a right-padding fast tokenizer."""
+def load_model(model_dir: str | Path, *, dtype: str | None = None, device: str | None = "cpu",
+               device_map: str | None = None) -> tuple[nn.Module, Any, Arch, dict[str, Any]]:
+    """Load a prepared model in eval mode with a right-padding fast tokenizer.
+
+    device: auto | cpu | cuda | cuda:N (see `jeepkit.device`); device_map "auto" spreads a model larger
+    than one GPU over all visible GPUs (accelerate), and then `device` is ignored. The model is checked
+    to run in its dtype on its device with one tiny forward pass before any stage work starts.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .device import resolve_device
 
     model_dir = Path(model_dir)
     card_path = model_dir / "model_card.json"
     if not card_path.exists():
         raise ConfigError(f"{model_dir} is not a prepared model (no model_card.json); run the prepare_model stage")
     card = json.loads(card_path.read_text())
-    torch_dtype = _dtype(dtype or card.get("dtype", "float32"))
+    dtype_name = dtype or card.get("dtype", "float32")
+    torch_dtype = _dtype(dtype_name)
+    if device_map not in (None, "auto"):
+        raise ConfigError(f"model.device_map: expected null or auto, got {device_map!r}")
+    target = None if device_map else resolve_device(device)
+    if device_map and not torch.cuda.is_available():
+        raise ConfigError("model.device_map: auto spreads a model over CUDA devices, and this machine has none; "
+                          "use model.device: cpu")
     where = str(model_dir) if card["source"] == "embedded" else card["id"]
     rev = None if card["source"] == "embedded" else card.get("revision")
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, revision=rev, dtype=torch_dtype)
+        extra = {"device_map": "auto"} if device_map else {}
+        model = AutoModelForCausalLM.from_pretrained(where, revision=rev, dtype=torch_dtype, **extra)
         tok = AutoTokenizer.from_pretrained(where, revision=rev, use_fast=True)
     except Exception as e:  # safetensors / transformers raise many types for empty or truncated weights
         msg = " ".join(str(e).split())[:300]
         raise ConfigError(f"cannot load the prepared model from {where} ({type(e).__name__}: {msg}); "
                           "re-run the prepare_model stage or check the weights") from None
-    return finish_loading(model, tok) + (card,)
+    if target is not None:
+        model.to(target)
+    model, tok, arch = finish_loading(model, tok)
+    check_runs(model, dtype_name)
+    return model, tok, arch, card
+
+
+def check_runs(model: nn.Module, dtype_name: str) -> None:
+    """One two-token forward pass: a dtype the device cannot compute in fails here, in one clear line."""
+    from .device import input_device
+
+    ids = torch.tensor([[0, 0]], dtype=torch.long, device=input_device(model))
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, use_cache=False).logits
+    except (RuntimeError, NotImplementedError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise ConfigError(f"model.dtype {dtype_name} does not run on {input_device(model)} ({msg}); "
+                          "choose another model.dtype (float32 runs everywhere)") from None
+    if not torch.isfinite(out.float()).all():
+        raise ConfigError(f"model.dtype {dtype_name}: the model's logits are not finite on a two-token input "
+                          f"({input_device(model)}); choose another model.dtype")
 
 
 def _is_commit(revision: str) -> bool:

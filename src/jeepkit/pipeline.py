@@ -16,12 +16,14 @@ import torch
 from . import faults
 from .data.schema import load_cases, save_cases
 from .editing.deltas import parameter, save_deltas
+from .device import device_kind, input_device
 from .errors import ConfigError, InputError
 from .io import atomic_dir, read_json, write_json, write_jsonl
 from .lineage import code_version
 from .metrics import summarise
-from .models import load_model, model_identity
+from .models import model_identity
 from .params import load_params, method_hparams, need, paths
+from .runtime import load_run_model, runtime_for
 from .stats import CovarianceStore, corpus_spec
 
 TIMING_SUFFIX = "_seconds"
@@ -79,8 +81,12 @@ class _Session:
         if not self.cases:
             raise InputError("no records (re-run the data stage)", file=str(data_file))
         self.prov = read_json(p["datasets"] / f"{dataset}.provenance.json")
-        self.model, self.tok, self.arch, card = load_model(p["model"])
+        self.model, self.tok, self.arch, card = load_run_model(params)
         self.ident = model_identity(card)
+        self.device = device_kind(input_device(self.model))
+        # a target computed on a GPU is not bit-equal to a CPU one: the device kind is part of its cache key
+        self.target_ident = {**self.ident, "device": self.device}
+        self.runtime = runtime_for(params, self.model)
         self.cov = CovarianceStore(p["stats"], corpus_spec(params), self.ident)
         self._preflight(covariance_needs(method, self.hp))
         self.cache = TargetCache(p["targets"])
@@ -110,13 +116,22 @@ class _Session:
         """Put back the exact original weights (W + ΔW − ΔW is not W in floating point)."""
         with torch.no_grad():
             for name in deltas:  # a delta key is a parameter name or a module name (its weight)
-                original = self._pristine.get(name, self._pristine.get(f"{name}.weight"))
-                parameter(self.model, name).copy_(original)
+                key = name if name in self._pristine else f"{name}.weight"
+                if key not in self._pristine:
+                    raise RuntimeError(f"{self.method} changed {name}, which is not among the parameters it "
+                                       "declares (profiles.edited_parameters); its original was not kept")
+                parameter(self.model, name).copy_(self._pristine[key])
 
     def _snapshot(self) -> None:
-        """Original values of every parameter (on the CPU), taken once when a run has several chunks."""
+        """Original values (on the CPU) of the parameters the method can change, taken once.
+
+        Only those: a 7B model's full copy would be 13 GB of host memory; the nine edited matrices are 0.8 GB.
+        """
+        from .profiles import edited_parameters
+
         if self._pristine is None:
-            self._pristine = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()}
+            names = edited_parameters(self.method, self.hp, self.arch, self.model)
+            self._pristine = {n: self.model.get_parameter(n).detach().to("cpu", copy=True) for n in names}
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
                    progress: bool = True, restore: bool = True) -> dict[str, Any]:
@@ -135,10 +150,10 @@ class _Session:
         for c0 in range(0, len(cases), chunk):
             part = cases[c0:c0 + chunk]
             res = edit(self.model, self.tok, self.arch, part, self.method, self.hp, self.cov.get, self.prefixes,
-                       self.ident, cache=self.cache)
+                       self.target_ident, cache=self.cache, runtime=self.runtime)
             t0 = time.time()
             out["per_case"] += evaluate_cases(self.model, self.tok, part, progress=progress,
-                                              batch_size=int(self.e.get("eval_batch_size", 32)))
+                                              batch_size=self.runtime.eval_rows)
             if case_study and out["case_study"] is None:
                 c = part[0]
                 prompts = [c.rewrite_prompt] + list(c.paraphrases[:1]) + [lp.prompt for lp in c.locality[:1]]
@@ -163,7 +178,7 @@ class _Session:
                 "overrides": self.overrides, "model": {"key": self.params["model"]["key"], **self.ident},
                 "data": {"source": self.prov.get("source"), "n_cases": n_edits, "provenance": self.prov},
                 "profile": self.params.get("profile"), "seed": self.seed, "n_edits": n_edits, "batch_size": batch,
-                "covariance": self.cov.describe(), "code": code_version()}
+                "covariance": self.cov.describe(), "code": code_version(), "device": self.device}
 
     def write_timing(self, group: str, name: str, timing: dict[str, Any]) -> None:
         write_json(self.p["timings"] / group / f"{name}_{self.dataset}_s{self.seed}.json",

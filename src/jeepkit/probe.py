@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .data.schema import EditCase
+from .device import input_device, module_device
 from .errors import ConfigError, InputError
 from .hooks import capture
 from .io import atomic_dir, atomic_path, save_figure, write_json
@@ -54,11 +55,6 @@ LAYER_AXIS = "entry 0 = embedding output; entry k = output of decoder layer k-1 
 
 
 # ------------------------------------------------------------------ the probe
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
 
 def _prompt(tok, case: EditCase) -> tuple[list[int], int, int, int, int]:
     """Prompt ids, subject_last, prompt_last and the first tokens of the true and new answers."""
@@ -151,8 +147,9 @@ def probe_records(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
     if wordsets is not None and list(wordsets.case_ids) != [c.case_id for c in cases]:
         raise InputError("word sets were built for other cases (case ids differ)")
     n, n_entries = len(cases), arch.n_layers + 1
-    dev = _device(model)
+    dev = input_device(model)
     lm_head = get_module(model, arch.lm_head)
+    head_dev = module_device(lm_head)  # every layer's state is read through the head where the head lives
     norm = get_module(model, arch.final_norm) if apply_final_norm else None
     embed = get_module(model, arch.embed)
     layers = {f"L{i}": get_module(model, arch.name("layer", i)) for i in range(arch.n_layers)}
@@ -175,11 +172,12 @@ def probe_records(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
     bar = tqdm(total=n, desc="probe", disable=not progress)
     for b0 in range(0, n, max(1, int(batch_size))):
         chunk = prepared[b0:b0 + batch_size]
-        ids, mask = right_pad([p[0] for p in chunk], pad)
+        ids, mask = right_pad([p[0] for p in chunk], pad, device=dev)
         with capture({"embed": embed, **layers}) as store:
-            model.base_model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+            model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
         # (B, n_entries, T, d): entry 0 = embedding output, entry k = output of layer k-1
-        states = torch.stack([store["embed"]] + [store[f"L{i}"] for i in range(arch.n_layers)], dim=1)
+        states = torch.stack([store["embed"].to(head_dev)] + [store[f"L{i}"].to(head_dev)
+                                                              for i in range(arch.n_layers)], dim=1)
         for j, (p_ids, subj, last, t_orig, t_new) in enumerate(chunk):
             r = b0 + j
             if wordsets is not None and wordsets.orig[r] != t_orig:
@@ -462,7 +460,8 @@ def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml"
     ``data/probe/<model key>/<dataset>/arrays.npz`` + ``arrays.json``; print the layer recommendation.
     ``apply_final_norm`` overrides ``probe.apply_final_norm`` (the pipeline runs both lenses)."""
     from .data.schema import load_cases
-    from .models import load_model, model_identity
+    from .models import model_identity
+    from .runtime import load_run_model, runtime_for
     from .params import load_params
     from .params import paths
     from .wordsets import build_wordsets
@@ -476,7 +475,7 @@ def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml"
     all_cases = load_cases(p["datasets"] / f"{dataset}.jsonl")
     if all_cases and all_cases[0].kind != "counterfact":
         raise ConfigError(f"the probe needs CounterFact-style records (true answers); {dataset} is {all_cases[0].kind}")
-    model, tok, arch, card = load_model(p["model"])
+    model, tok, arch, card = load_run_model(params)
     cases, skipped = [], []
     for c in all_cases:
         if len(cases) >= int(s["n_records"]):
@@ -490,7 +489,7 @@ def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml"
         raise ConfigError(f"no probe-able records in {dataset}")
     ws = build_wordsets(tok, cases, reference=all_cases, max_related=int(s["max_related"])) if s["wordsets"] else None
     arrays = probe_records(model, tok, arch, cases, apply_final_norm=bool(s["apply_final_norm"]), wordsets=ws,
-                           batch_size=int(s["batch_size"]))
+                           batch_size=runtime_for(params, model).probe_rows)
     rec = recommend_layers(arrays, n_low=int(s["n_low"]), n_high=int(s["n_high"]))
     conf = configured_layers(params)
     sidecar = {

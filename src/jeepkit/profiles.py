@@ -52,6 +52,14 @@ def covariance_needs(method: str, hp: dict[str, Any]) -> list[tuple[str, int]]:
     return []
 
 
+def edited_parameters(method: str, hp: dict[str, Any], arch, model) -> list[str]:
+    """Full names of the parameters `method` may change (what a chunked run must be able to restore)."""
+    if method == "ft_wd":
+        prefix = arch.name("layer", int(hp["layer"])) + "."
+        return [n for n, _ in model.named_parameters() if n.startswith(prefix)]
+    return [arch.name(role, layer) + ".weight" for role, layer in covariance_needs(method, hp)]
+
+
 def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every edit run the DAG contains, with its resolved hyperparameters."""
     seeds = params.get("seeds", [params.get("seed", 0)])

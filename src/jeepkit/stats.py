@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .device import CPU, input_device, module_device
 from .errors import ConfigError, InputError
 from .hooks import StopForward, capture, stop_after
 from .io import atomic_path, sha256_file, stable_hash, write_json
@@ -110,8 +111,11 @@ def _wikitext_documents(n: int, seed: int) -> list[str]:
 
 @torch.no_grad()
 def _self_documents(model: nn.Module, tok, n: int, max_length: int, seed: int, batch: int = 128) -> list[str]:
-    """Text sampled from the model itself (top-k 40, fixed seed): a corpus that needs nothing offline."""
-    gen = torch.Generator().manual_seed(seed)
+    """Text sampled from the model itself (top-k 40, fixed seed): a corpus that needs nothing offline.
+
+    Draws are made on the CPU with a CPU generator (the same choice among the top 40 on any device)."""
+    gen = torch.Generator(device=CPU).manual_seed(seed)
+    dev = input_device(model)
     words = ["The", "In", "A", "It", "He", "She", "This", "During", "After", "When", "His", "Her"]
     lengths = {w: len(tok(w, add_special_tokens=True)["input_ids"]) for w in words}
     starts = [w for w in words if lengths[w] == min(lengths.values())]  # equal lengths: no padding needed
@@ -120,17 +124,17 @@ def _self_documents(model: nn.Module, tok, n: int, max_length: int, seed: int, b
         m = min(batch, n - b)
         seqs = [tok(starts[(b + i) % len(starts)], add_special_tokens=True)["input_ids"] for i in range(m)]
         width = len(seqs[0])
-        ids = torch.tensor(seqs)
+        ids = torch.tensor(seqs, dtype=torch.long, device=CPU)
         past = None
         cur = ids
         out = [ids]
         for _ in range(max_length - width):
-            res = model(input_ids=cur, past_key_values=past, use_cache=True)
+            res = model(input_ids=cur.to(dev), past_key_values=past, use_cache=True)
             past = res.past_key_values
             logits = res.logits[:, -1].float()
             top = logits.topk(40, dim=-1)
-            choice = torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)
-            cur = top.indices.gather(1, choice)
+            choice = torch.multinomial(torch.softmax(top.values.to(CPU), -1), 1, generator=gen)
+            cur = top.indices.to(CPU).gather(1, choice)
             out.append(cur)
         full = torch.cat(out, 1)
         docs.extend(tok.batch_decode(full, skip_special_tokens=True))
@@ -164,7 +168,11 @@ def _batches(token_lists: list[list[int]], budget: int) -> Iterable[list[list[in
 def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: list[str], docs: list[str],
                               max_length: int, dtype: str = "float32", token_budget: int = 4096
                               ) -> tuple[dict[str, torch.Tensor], int]:
-    """Σ x xᵀ / count over all non-padded tokens, for every module input in one pass over `docs`."""
+    """Σ x xᵀ / count over all non-padded tokens, for every module input in one pass over `docs`.
+
+    Each sum is accumulated on its module's device in `dtype` (float32 by default, whatever the model
+    dtype) and returned on the CPU; `token_budget` padded tokens per pass bound the activation memory.
+    """
     acc_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
     if acc_dtype is None:
         raise ConfigError(f"stats dtype must be float32 or float64, not {dtype!r}")
@@ -174,12 +182,13 @@ def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: l
     enc = [e for e in enc if len(e) > 1]
     if not enc:
         raise ConfigError("the covariance corpus has no document of two or more tokens")
-    sums = {n: torch.zeros(m.in_features, m.in_features, dtype=acc_dtype) for n, m in mods.items()}
+    sums = {n: torch.zeros(m.in_features, m.in_features, dtype=acc_dtype, device=module_device(m))
+            for n, m in mods.items()}
     count = 0
     total = sum(len(e) for e in enc)
     bar = tqdm(total=total, desc=f"covariance ({len(mods)} layers)", unit="tok")
     for chunk in _batches(enc, token_budget):
-        ids, mask = right_pad(chunk, pad_id(tok))
+        ids, mask = right_pad(chunk, pad_id(tok), device=input_device(model))
         flat = mask.bool().reshape(-1)
         with capture(mods, inputs=True) as got, stop_after(deepest):
             try:
@@ -187,16 +196,23 @@ def accumulate_second_moments(model: nn.Module, tok, arch: Arch, module_names: l
             except StopForward:
                 pass
         for n, x in got.items():
-            x = x.reshape(-1, x.shape[-1])[flat].to(acc_dtype)
+            x = x.reshape(-1, x.shape[-1])[flat.to(x.device)].to(acc_dtype)
             sums[n].addmm_(x.T, x)
-        count += int(flat.sum())
-        bar.update(int(flat.sum()))
+        n_tok = int(flat.sum())
+        count += n_tok
+        bar.update(n_tok)
     bar.close()
-    return {n: s / count for n, s in sums.items()}, count
+    moments = {n: (s / count).to(CPU) for n, s in sums.items()}
+    for n, c in moments.items():
+        if not torch.isfinite(c).all():
+            raise ConfigError(f"statistics of {n} are not finite (an activation overflowed in the model dtype); "
+                              "compute statistics with model.dtype float32 or bfloat16")
+    return moments, count
 
 
 def compute_stats(model: nn.Module, tok, arch: Arch, module_names: list[str], spec: CorpusSpec,
-                  model_identity: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, Any], dict[str, float]]:
+                  model_identity: dict[str, Any], out_dir: str | Path, token_budget: int = 4096
+                  ) -> tuple[dict[str, Any], dict[str, float]]:
     """Compute and store C for `module_names` under out_dir/<key>/ (safetensors + sidecar).
 
     Returns (sidecar, wall times); the times stay out of the files so a re-run writes the same bytes.
@@ -204,7 +220,8 @@ def compute_stats(model: nn.Module, tok, arch: Arch, module_names: list[str], sp
     t0 = time.time()
     docs = corpus_documents(spec, model, tok)
     t_corpus = time.time() - t0
-    moments, count = accumulate_second_moments(model, tok, arch, module_names, docs, spec.max_length, spec.dtype)
+    moments, count = accumulate_second_moments(model, tok, arch, module_names, docs, spec.max_length, spec.dtype,
+                                               token_budget=token_budget)
     n_used = sum(len(tok(d, add_special_tokens=True, truncation=True, max_length=spec.max_length)["input_ids"]) > 1
                  for d in docs)
     key = spec.key(model_identity)
@@ -244,7 +261,8 @@ class CovarianceStore:
         return info
 
     def get(self, module_name: str) -> torch.Tensor:
-        """C (float64) for one module; a clear error if the stats stage did not produce it."""
+        """C for one module, in its stored dtype on the CPU (held once; each solver converts it to float64
+        on its own device); a clear error if the stats stage did not produce it."""
         if module_name not in self._cache:
             path = self.dir / f"{module_name}.safetensors"
             if not path.exists():
@@ -264,7 +282,7 @@ class CovarianceStore:
                 if model != self.model_identity:
                     raise InputError(f"statistics computed for model {model}, not {self.model_identity}; "
                                      "re-run the stats stage", file=str(side), field="model")
-            c = tensors["mom2"].to(torch.float64)
+            c = tensors["mom2"]
             if not torch.isfinite(c).all():
                 raise InputError("non-finite values; re-run the stats stage", file=str(path))
             self._cache[module_name] = c

@@ -105,14 +105,14 @@ def pad_id(tok) -> int:
     return int(pid)
 
 
-def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input_ids and attention_mask: every index computed on a row stays valid."""
+def right_pad(seqs: list[list[int]], pad: int, *, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input_ids and attention_mask on `device`: every index computed on a row stays valid.
+
+    `device` is required: a tensor made on the default device breaks the moment the model is on a GPU.
+    """
     n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[r, : len(s)] = 1
+    ids = torch.tensor([list(s) + [pad] * (n - len(s)) for s in seqs], dtype=torch.long, device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs], dtype=torch.long, device=device)
     return ids, mask
 
 

@@ -33,16 +33,16 @@ def null_space_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
 def solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, *, nullspace_threshold: float = 2e-2,
           l2: float = 10.0, projector_cache: dict | None = None, module: str = "", **_: Any) -> torch.Tensor:
     """ΔW = (solve(P KKᵀ + αI, P K Rᵀ))ᵀ; λ is unused (the projection replaces the covariance term)."""
-    key = (module, nullspace_threshold, C.shape[0])
+    key = (module, nullspace_threshold, C.shape[0], str(K.device))
     if projector_cache is not None and key in projector_cache:
         P = projector_cache[key]
     else:
-        P = null_space_projector(C, nullspace_threshold)
+        P = null_space_projector(C.to(K.device), nullspace_threshold)
         if projector_cache is not None:
             projector_cache[key] = P
     K = K.to(torch.float64)
-    R = R.to(torch.float64)
-    A = P @ (K @ K.T) + l2 * torch.eye(K.shape[0], dtype=torch.float64)
+    R = R.to(device=K.device, dtype=torch.float64)
+    A = P @ (K @ K.T) + l2 * torch.eye(K.shape[0], dtype=torch.float64, device=K.device)
     return torch.linalg.solve(A, P @ K @ R.T).T
 
 

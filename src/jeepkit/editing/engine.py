@@ -11,6 +11,7 @@ Two calls express every method:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -20,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.schema import EditCase
+from ..device import CPU, input_device, module_device, output_device
 from ..errors import ConfigError, OptimisationError
 from ..forward import final_hidden
 from ..hooks import StopForward, add_at, capture, stop_after
@@ -40,18 +42,21 @@ def sample_prefixes(model: nn.Module, tok, seed: int, length: int = 10, seeds: S
 
     The reference code samples these unseeded; they are the only random element of an edit, so the
     seed is a param here. Each is `length` tokens including the seed word (and BOS where the tokenizer
-    adds one), braces blanked, followed by ". " so the prompt reads as a new sentence.
+    adds one), braces blanked, followed by ". " so the prompt reads as a new sentence. The draw is made
+    on the CPU with a CPU generator, so a seed gives the same choice among the top 5 on any device.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=CPU).manual_seed(seed)
+    dev = input_device(model)
     out = []
     for word in seeds:
         ids = tok(word, add_special_tokens=True)["input_ids"]
-        cur = torch.tensor([ids])
+        cur = torch.tensor([ids], dtype=torch.long, device=dev)
         while cur.shape[1] < length:
             logits = model(input_ids=cur, use_cache=False).logits[0, -1].float()
             top = logits.topk(5)
-            pick = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)]
-            cur = torch.cat([cur, pick.view(1, 1)], 1)
+            choice = torch.multinomial(torch.softmax(top.values.to(CPU), -1), 1, generator=gen)
+            pick = top.indices.to(CPU)[choice]
+            cur = torch.cat([cur, pick.view(1, 1).to(dev)], 1)
         text = tok.decode(cur[0], skip_special_tokens=True)
         out.append(text.replace("{", " ").replace("}", " ") + ". ")
     return out
@@ -135,17 +140,23 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
     result equals optimising the requests one at a time; batching only fills the CPU's matrix units
     better. A request that has stopped leaves the batch (later passes compute only the active ones)
     and stays frozen (its δ restored after each Adam step).
+
+    Devices: input ids go to the embedding's device; δ rows, losses and all bookkeeping live on the LM
+    head's device (the hooks move each δ to the module it is added to). δ is float32 whatever the model
+    dtype, and log-softmax and losses are computed in float32, as the reference code does. Results are
+    returned on the CPU (what the target cache stores).
     """
     ctx = context_prefixes(prefixes)
     n_c, n_p = len(cases), len(ctx)
     rewrite = [_rewrite_rows(tok, c, ctx) for c in cases]
     kl_loc = [locate_template(tok, KL_TEMPLATE, c.subject) for c in cases]
-    deltas = {d.name: torch.zeros(n_c, arch.hidden_size, requires_grad=True) for d in objective.deltas}
+    dev, in_dev = output_device(model), input_device(model)
+    deltas = {d.name: torch.zeros(n_c, arch.hidden_size, device=dev, requires_grad=True) for d in objective.deltas}
     inits: dict[str, dict] = {d.name: {} for d in objective.deltas}
     opt = torch.optim.Adam(list(deltas.values()), lr=objective.lr)
     lm_head = model.get_output_embeddings()
-    nll_factor = torch.ones(n_c)
-    active = torch.ones(n_c, dtype=torch.bool)
+    nll_factor = torch.ones(n_c, device=dev)
+    active = torch.ones(n_c, dtype=torch.bool, device=dev)
     kl_init = None
     infos: list[dict[str, Any]] = [{} for _ in cases]
     batches: dict[tuple[int, ...], dict[str, Any]] = {}
@@ -155,46 +166,54 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
         if sel not in batches:
             rows = [r for i in sel for r in rewrite[i]]
             all_rows = rows + [kl_loc[i] for i in sel]
-            ids, mask = right_pad([r.ids[:-1] for r in rows] + [kl_loc[i].ids for i in sel], pad_id(tok))
+            ids, mask = right_pad([r.ids[:-1] for r in rows] + [kl_loc[i].ids for i in sel], pad_id(tok),
+                                  device=in_dev)
+
+            def index(values: list[int]) -> torch.Tensor:
+                return torch.tensor(values, dtype=torch.long, device=dev)
+
             batches[sel] = {
-                "ids": ids, "mask": mask, "rows": torch.arange(len(all_rows)),
-                "case_of_row": torch.tensor([j for j in range(len(sel)) for _ in range(n_p)] + list(range(len(sel)))),
-                "cols": {d.name: torch.tensor([_pos(r, d.position) for r in all_rows]) for d in objective.deltas},
-                "lab_rows": torch.tensor([i for i, r in enumerate(rows) for _ in r.answer_ids]),
-                "lab_cols": torch.tensor([c for r in rows for c in r.answer_positions]),
-                "lab_tok": torch.tensor([t for r in rows for t in r.answer_ids]),
-                "n_tok": torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32),
-                "kl_idx": torch.arange(len(rows), len(all_rows)),
-                "kl_cols": torch.tensor([kl_loc[i].subject_last for i in sel]),
+                "ids": ids, "mask": mask, "rows": torch.arange(len(all_rows), device=dev),
+                "case_of_row": index([j for j in range(len(sel)) for _ in range(n_p)] + list(range(len(sel)))),
+                "cols": {d.name: index([_pos(r, d.position) for r in all_rows]) for d in objective.deltas},
+                "lab_rows": index([i for i, r in enumerate(rows) for _ in r.answer_ids]),
+                "lab_cols": index([c for r in rows for c in r.answer_positions]),
+                "lab_tok": index([t for r in rows for t in r.answer_ids]),
+                "n_tok": torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32, device=dev),
+                "kl_idx": torch.arange(len(rows), len(all_rows), device=dev),
+                "kl_cols": index([kl_loc[i].subject_last for i in sel]),
                 "bare_rows": [j * n_p for j in range(len(sel))],  # each request's bare prompt
                 "n_rows": len(rows)}
         return batches[sel]
 
-    def forward(sel: tuple[int, ...]):
-        import contextlib
-        b, idx = batch_for(sel), torch.tensor(sel)
+    def forward(sel: tuple[int, ...], idx: torch.Tensor):
+        b = batch_for(sel)
         with contextlib.ExitStack() as stack:
             for d in objective.deltas:
                 stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)), b["rows"], b["cols"][d.name],
                                            (lambda name=d.name: deltas[name][idx][b["case_of_row"]]),
                                            record_init=inits[d.name], init_row=b["bare_rows"]))
-            h = final_hidden(model, b["ids"], b["mask"])
+            h = final_hidden(model, b["ids"], b["mask"]).to(dev)
         lab_rows, lab_tok, n_tok = b["lab_rows"], b["lab_tok"], b["n_tok"]
         logp = torch.log_softmax(lm_head(h[lab_rows, b["lab_cols"]]).float(), -1)
         tok_logp = logp.gather(1, lab_tok[:, None])[:, 0]
-        per_prompt = torch.zeros(b["n_rows"]).index_add(0, lab_rows, tok_logp) / n_tok
+        per_prompt = torch.zeros(b["n_rows"], device=dev).index_add(0, lab_rows, tok_logp) / n_tok
         kl_logp = torch.log_softmax(lm_head(h[b["kl_idx"], b["kl_cols"]]).float(), -1)
         hit = (logp.argmax(-1) == lab_tok).float()
-        argmax_ok = torch.zeros(b["n_rows"]).index_add(0, lab_rows, hit).view(len(sel), n_p).sum(1) == \
+        argmax_ok = torch.zeros(b["n_rows"], device=dev).index_add(0, lab_rows, hit).view(len(sel), n_p).sum(1) == \
             n_tok.view(len(sel), n_p).sum(1)
         return per_prompt.view(len(sel), n_p), kl_logp, argmax_ok
 
     for step in range(objective.steps):
         sel = tuple(active.nonzero().flatten().tolist())  # step 0: every request (records the anchors)
-        idx = torch.tensor(sel)
-        per_prompt, kl_logp, argmax_ok = forward(sel)
+        idx = torch.tensor(sel, dtype=torch.long, device=dev)
+        per_prompt, kl_logp, argmax_ok = forward(sel, idx)
         if kl_init is None:
             kl_init = kl_logp.detach().clone()
+            for d in objective.deltas:  # anchors on the loss device, checked once: fp16 overflow shows here first
+                inits[d.name]["init"] = inits[d.name]["init"].to(dev)
+                _check_finite(inits[d.name]["init"], cases, sel, f"the anchor value of δ {d.name} (layer {d.layer} "
+                              f"{d.role}) at step 0")
         nll = -per_prompt.mean(1)
         kl = (kl_logp.exp() * (kl_logp - kl_init[idx])).sum(1)  # KL(P_current || P_init) per request
         wd = sum(d.weight_decay * deltas[d.name][idx].norm(dim=1) / inits[d.name]["init"][idx].float().norm(dim=1) ** 2
@@ -202,13 +221,13 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
         loss = nll_factor[idx] * nll + objective.kl_factor * kl + wd
         bad = ~torch.isfinite(loss)
         if bad.any():
-            i = sel[int(bad.nonzero()[0])]
-            j = sel.index(i)
-            raise OptimisationError(f"case {cases[i].case_id}: non-finite loss at step {step} "
-                                    f"(nll={nll[j].item()}, kl={kl[j].item()}); lower lr or check the model dtype")
+            j = int(bad.nonzero()[0])
+            raise OptimisationError(f"case {cases[sel[j]].case_id}: non-finite loss at step {step} "
+                                    f"(loss={loss[j].item()}, nll={nll[j].item()}, kl={kl[j].item()}); "
+                                    "lower lr or check the model dtype")
         prob = per_prompt.detach().exp().mean(1)
         loss_v, nll_v, kl_v = loss.detach(), nll.detach(), kl.detach()
-        stop = torch.zeros(len(sel), dtype=torch.bool)
+        stop = torch.zeros(len(sel), dtype=torch.bool, device=dev)
         for j, i in enumerate(sel):
             infos[i] = {"steps": step, "loss": loss_v[j].item(), "nll": nll_v[j].item(), "kl": kl_v[j].item(),
                         "target_prob": prob[j].item()}
@@ -235,15 +254,28 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
                 norm = v.norm(dim=1)
                 scale = torch.where(norm > limit, limit / norm.clamp_min(1e-12), torch.ones_like(norm))
                 v.mul_(scale[:, None])
+                _check_finite(v, cases, range(n_c), f"δ {d.name} after step {step}")
     out = []
     for i in range(n_c):
-        init = {k: v["init"][i].float().clone() for k, v in inits.items()}
-        z = {k: (init[k] + deltas[k].detach()[i]).clone() for k in deltas}
+        init = {k: v["init"][i].float().to(CPU, copy=True) for k, v in inits.items()}
+        z = {k: (init[k] + deltas[k].detach()[i].to(CPU)).clone() for k in deltas}
         info = dict(infos[i])
         info.update({f"delta_norm_{k}": float(deltas[k].detach()[i].norm()) for k in deltas})
         info.update({f"init_norm_{k}": float(init[k].norm()) for k in deltas})
         out.append(TargetResult(z=z, init=init, info=info))
     return out
+
+
+def _check_finite(x: torch.Tensor, cases: Sequence[EditCase], rows: Sequence[int], what: str) -> None:
+    """Raise, naming the first affected case and a value, when a row of x (one per rows[j]) is not finite."""
+    if bool(torch.isfinite(x).all()):  # one device sync on the common path
+        return
+    flat = x.reshape(len(rows), -1)
+    j = int((~torch.isfinite(flat).all(1)).nonzero()[0])
+    bad = flat[j][~torch.isfinite(flat[j])]
+    raise OptimisationError(f"case {cases[rows[j]].case_id}: {what} is not finite ({bad.numel()} of {flat.shape[1]} "
+                            f"entries, e.g. {bad[0].item()}); in float16 an activation may overflow: "
+                            "try model.dtype: bfloat16 or float32")
 
 
 # ------------------------------------------------------------------ closed-form update
@@ -276,11 +308,11 @@ class Region:
 
 
 def memit_solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, **_: Any) -> torch.Tensor:
-    """ΔW = R Kᵀ (λC + KKᵀ)⁻¹, computed as R · solve(λC + KKᵀ, K)ᵀ in float64."""
+    """ΔW = R Kᵀ (λC + KKᵀ)⁻¹, computed as R · solve(λC + KKᵀ, K)ᵀ in float64 on K's device."""
     K = K.to(torch.float64)
-    A = lam * C.to(torch.float64) + K @ K.T
+    A = lam * C.to(device=K.device, dtype=torch.float64) + K @ K.T
     adj = torch.linalg.solve(A, K)
-    return R.to(torch.float64) @ adj.T
+    return R.to(device=K.device, dtype=torch.float64) @ adj.T
 
 
 Solver = Callable[..., torch.Tensor]
@@ -300,59 +332,75 @@ def _group_mean(x: torch.Tensor, n_templates: int, grouping: str) -> torch.Tenso
 def read_keys_and_cur(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], prefixes: Sequence[str],
                       key_module: str, key_position: str, cur_module: str, grouping: str = "grouped",
                       batch_rows: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys K (d_k × n, template-averaged) and current values (d × n, bare prompt) in one pass."""
+    """Keys K (d_k × n, template-averaged) and current values (d × n, bare prompt) in one pass.
+
+    Both are float32 on the key module's device; `batch_rows` prompts per forward pass bounds the memory.
+    """
     ctx = context_prefixes(prefixes)
     locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in ctx]
     mods = {"key": get_module(model, key_module), "cur": get_module(model, cur_module)}
     last = get_module(model, arch.name("layer", max(layer_index(key_module), layer_index(cur_module))))
+    in_dev, dev = input_device(model), module_device(mods["key"])
     keys, curs = [], []
     for b in range(0, len(locs), batch_rows):
         part = locs[b:b + batch_rows]
-        ids, mask = right_pad([l.ids for l in part], pad_id(tok))
+        ids, mask = right_pad([l.ids for l in part], pad_id(tok), device=in_dev)
         with capture({"key": mods["key"]}, inputs=True) as kin, capture({"cur": mods["cur"]}) as cout, \
                 stop_after(last):
             try:
                 model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
             except StopForward:
                 pass
-        rows = torch.arange(len(part))
-        kcols = torch.tensor([_pos(l, key_position) for l in part])
-        keys.append(kin["key"][rows, kcols].float())
-        curs.append(cout["cur"][rows, kcols].float())
+        k_in, c_out = kin["key"].to(dev), cout["cur"].to(dev)
+        rows = torch.arange(len(part), device=dev)
+        kcols = torch.tensor([_pos(l, key_position) for l in part], dtype=torch.long, device=dev)
+        keys.append(k_in[rows, kcols].float())
+        curs.append(c_out[rows, kcols].float())
     K = _group_mean(torch.cat(keys), len(ctx), grouping)
     cur = torch.cat(curs).view(len(cases), len(ctx), -1)[:, 0]  # bare prompt
     return K.T, cur.T
 
 
+SOLVE_ON = ("weight", "cpu")
+
+
 def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], regions: Sequence[Region],
                   targets: dict[str, torch.Tensor], cov: Callable[[str], torch.Tensor], prefixes: Sequence[str],
                   solver: Solver = memit_solve, grouping: str = "grouped", progress: bool = True,
-                  solver_kwargs: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Edit the model in place region by region; return ΔW per module name and diagnostics.
+                  solver_kwargs: dict[str, Any] | None = None, solve_on: str = "weight", key_batch_rows: int = 48
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Edit the model in place region by region; return ΔW per module name (float32, CPU) and diagnostics.
 
     targets[name] is (n × d), row j for cases[j]. Each layer sees the weights already changed by
-    the layers (and regions) before it, as in the reference code.
+    the layers (and regions) before it, as in the reference code. The float64 solve runs on the edited
+    weight's device (`solve_on="weight"`) or on the CPU (`"cpu"`); ΔW is cast to the weight's dtype.
     """
+    if solve_on not in SOLVE_ON:
+        raise ConfigError(f"solve_on must be one of {SOLVE_ON}, not {solve_on!r}")
     initial: dict[str, torch.Tensor] = {}
     diag: dict[str, Any] = {}
     for region in regions:
-        Z = targets[region.target].T.to(torch.float64)  # d × n
         cur_module = arch.name(region.cur_role, region.cur_layer)
         it = tqdm(list(enumerate(region.layers)), desc=f"update {region.name}", disable=not progress, leave=False)
         for i, layer in it:
             key_module = arch.name(region.edit_role, layer)
-            K, cur = read_keys_and_cur(model, tok, arch, cases, prefixes, key_module, region.key_position,
-                                       cur_module, grouping)
-            T = Z - cur.to(torch.float64)
-            R = T / region.divisor(i)
             W = get_module(model, key_module).weight
-            dW = solver(cov(key_module), K, R, region.lam, layer=layer, module=key_module, **(solver_kwargs or {}))
+            where = W.device if solve_on == "weight" else CPU
+            K, cur = read_keys_and_cur(model, tok, arch, cases, prefixes, key_module, region.key_position,
+                                       cur_module, grouping, batch_rows=key_batch_rows)
+            Z = targets[region.target].T.to(device=where, dtype=torch.float64)  # d × n
+            T = Z - cur.to(device=where, dtype=torch.float64)
+            R = T / region.divisor(i)
+            dW = solver(cov(key_module), K.to(where), R, region.lam, layer=layer, module=key_module,
+                        **(solver_kwargs or {}))
             if not torch.isfinite(dW).all():
-                raise OptimisationError(f"non-finite weight update at {key_module}")
+                raise OptimisationError(f"non-finite weight update at {key_module} (region {region.name}, "
+                                        f"{int((~torch.isfinite(dW)).sum())} entries): check the covariance "
+                                        "statistics and lambda")
             with torch.no_grad():
                 initial.setdefault(key_module, W.detach().float().clone())
-                W.add_(dW.to(W.dtype))
+                W.add_(dW.to(device=W.device, dtype=W.dtype))
             diag[f"{region.name}/{layer}/residual_norm"] = float(T.norm(dim=0).mean())
     # What was really applied (exact for fp16/bf16 weights, and for a module two regions both edit).
-    deltas = {name: get_module(model, name).weight.detach().float() - w0 for name, w0 in initial.items()}
+    deltas = {name: (get_module(model, name).weight.detach().float() - w0).to(CPU) for name, w0 in initial.items()}
     return deltas, diag

@@ -37,6 +37,7 @@ from torch.optim import Adam
 from tqdm.auto import tqdm
 
 from ..data.schema import EditCase
+from ..device import CPU, input_device, output_device
 from ..errors import ConfigError, OptimisationError
 from ..forward import final_hidden
 from ..models import Arch
@@ -95,19 +96,21 @@ def encode(tok, cases: Sequence[EditCase]) -> list[Located]:
 
 
 def batch_loss(model: nn.Module, tok, locs: Sequence[Located]) -> torch.Tensor:
-    """Mean cross-entropy over all target tokens of the batch (teacher forced)."""
-    ids, mask = right_pad([l.ids[:-1] for l in locs], pad_id(tok))  # the last target token is never an input
-    rows = torch.tensor([i for i, l in enumerate(locs) for _ in l.answer_ids])
-    cols = torch.tensor([c for l in locs for c in l.answer_positions])
-    labels = torch.tensor([t for l in locs for t in l.answer_ids])
-    h = final_hidden(model, ids, mask)
+    """Mean cross-entropy over all target tokens of the batch (teacher forced), in float32."""
+    # the last target token is never an input
+    ids, mask = right_pad([l.ids[:-1] for l in locs], pad_id(tok), device=input_device(model))
+    dev = output_device(model)
+    rows = torch.tensor([i for i, l in enumerate(locs) for _ in l.answer_ids], dtype=torch.long, device=dev)
+    cols = torch.tensor([c for l in locs for c in l.answer_positions], dtype=torch.long, device=dev)
+    labels = torch.tensor([t for l in locs for t in l.answer_ids], dtype=torch.long, device=dev)
+    h = final_hidden(model, ids, mask).to(dev)
     logits = model.get_output_embeddings()(h[rows, cols]).float()
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
 def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[str, Any], *,
          cov: Callable[[str], torch.Tensor] | None = None, prefixes: Sequence[str] = (),
-         model_identity: dict[str, Any] | None = None, cache=None) -> "EditResult":
+         model_identity: dict[str, Any] | None = None, cache=None, runtime=None) -> "EditResult":
     """Fine-tune layer hp["layer"] on `cases` in place; `cov`, `prefixes` and `cache` are unused."""
     from .run import EditResult
 
@@ -123,17 +126,21 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
     thr = float(hp["loss_threshold"])
     wd = weight_decay(hp, n)
     flags = {n_: p.requires_grad for n_, p in model.named_parameters()}
-    gen = torch.Generator().manual_seed(int(hp["seed"]))
+    gen = torch.Generator(device=CPU).manual_seed(int(hp["seed"]))
     epoch_losses: list[float] = []
     skipped: list[int] = []
     try:
         for name, p in model.named_parameters():
             p.requires_grad_(name in params)
-        opt = Adam(list(params.values()), lr=float(hp["lr"]), weight_decay=wd)
+        # Half-precision weights: Adam steps a float32 master copy (fp16 cannot even hold Adam's eps of 1e-8,
+        # so a zero gradient gives 0/0) and the weights take its rounded value after each step.
+        half = {k: p.detach().float().clone() for k, p in params.items() if p.dtype in (torch.float16, torch.bfloat16)}
+        stepped = [half.get(k, p) for k, p in params.items()]
+        opt = Adam(stepped, lr=float(hp["lr"]), weight_decay=wd)
         order = list(range(n))
         for epoch in tqdm(range(int(hp["epochs"])), desc="ft_wd", disable=not hp["progress"], leave=False):
             if hp["shuffle"]:
-                order = torch.randperm(n, generator=gen).tolist()
+                order = torch.randperm(n, generator=gen, device=CPU).tolist()
             total, n_skip = 0.0, 0
             for b in range(0, n, bs):
                 idx = order[b:b + bs]
@@ -141,12 +148,20 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
                     loss = batch_loss(model, tok, [locs[i] for i in idx])
                 value = loss.item()
                 if not math.isfinite(value):
-                    raise OptimisationError(f"ft_wd: non-finite loss in epoch {epoch}; lower lr or check the dtype")
+                    raise OptimisationError(f"ft_wd: non-finite loss {value} in epoch {epoch}, batch of cases "
+                                            f"{[cases[i].case_id for i in idx][:4]}; lower lr or check the dtype")
                 total += value * len(idx)
                 if value >= thr:
                     opt.zero_grad(set_to_none=True)
+                    for p in params.values():
+                        p.grad = None
                     loss.backward()
-                    opt.step()
+                    with torch.no_grad():
+                        for k, master in half.items():
+                            master.grad = params[k].grad.float()
+                        opt.step()
+                        for k, master in half.items():
+                            params[k].copy_(master)
                 else:
                     n_skip += 1
             epoch_losses.append(total / n)
@@ -162,7 +177,7 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
     for name, p in params.items():
         d = p.detach().float() - before[name].float()
         if bool((d != 0).any()):
-            deltas[name] = d
+            deltas[name] = d.to(CPU)
     info = {"edit_seconds": round(time.time() - t0, 2), "target_seconds": 0.0, "weight_decay": wd,
             "epochs_run": len(epoch_losses), "epoch_losses": epoch_losses, "batches_skipped": skipped,
             "n_batches_per_epoch": math.ceil(n / bs), "final_loss": epoch_losses[-1] if epoch_losses else None,

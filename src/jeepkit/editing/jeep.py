@@ -117,19 +117,22 @@ def regions(hp: dict[str, Any]) -> list[Region]:
 
 
 def edit(model: nn.Module, tok, arch, cases: Sequence[EditCase], hp: dict[str, Any], *,
-         cov: Callable[[str], torch.Tensor], prefixes: Sequence[str], model_identity: dict[str, Any], cache=None):
+         cov: Callable[[str], torch.Tensor], prefixes: Sequence[str], model_identity: dict[str, Any], cache=None,
+         runtime=None):
     """Joint variants: Step 1 then Steps 2-3. `separate`: δ′ → Step 2, then δ* on the low-edited model → Step 3."""
+    from ..runtime import DEFAULT
     from .run import EditResult, optimise_and_apply  # run imports this module
 
+    rt = runtime or DEFAULT
     sw = switches(hp)
     if not sw["separate_opt"]:
         return optimise_and_apply(model, tok, arch, cases, objective(hp), regions(hp), cov, prefixes,
-                                  model_identity, cache, hp=hp, label="jeep")
+                                  model_identity, cache, hp=hp, label="jeep", runtime=rt)
     low = optimise_and_apply(model, tok, arch, cases, _objective(hp, (_delta_low(hp),)), [region_low(hp, sw)],
-                             cov, prefixes, model_identity, cache, hp=hp, label="jeep δ′")
+                             cov, prefixes, model_identity, cache, hp=hp, label="jeep δ′", runtime=rt)
     # δ* is optimised on the model edited in Step 2: its targets are not reusable, hence no cache.
     high = optimise_and_apply(model, tok, arch, cases, _objective(hp, (_delta_high(hp, sw),)),
-                              [region_high(hp, sw)], cov, prefixes, None, None, hp=hp, label="jeep δ*")
+                              [region_high(hp, sw)], cov, prefixes, None, None, hp=hp, label="jeep δ*", runtime=rt)
     deltas = dict(low.deltas)
     for k, v in high.deltas.items():
         deltas[k] = deltas.get(k, 0) + v

@@ -117,12 +117,12 @@ def rome_prefixes(model: nn.Module, tok, hp: dict[str, Any], seed: int) -> list[
     return out
 
 
-def inverse_cov(cov: Callable[[str], torch.Tensor], module: str) -> torch.Tensor:
-    """C⁻¹ (float64) for `module`; a clear error when C is singular."""
+def inverse_cov(cov: Callable[[str], torch.Tensor], module: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """C⁻¹ (float64, on `device`) for `module`; a clear error when C is singular."""
     singular = OptimisationError(f"rome: the covariance of {module} is singular (non-finite inverse); "
                                  "use more covariance samples")
     try:
-        inv = torch.linalg.inv(cov(module).to(torch.float64))
+        inv = torch.linalg.inv(cov(module).to(device=device, dtype=torch.float64))
     except torch.linalg.LinAlgError as e:
         raise singular from e
     if not torch.isfinite(inv).all():
@@ -138,7 +138,7 @@ def compute_u(model: nn.Module, tok, arch: Arch, case: EditCase, layer: int, pre
     module = arch.name("mlp_out", layer)
     K, _ = read_keys_and_cur(model, tok, arch, [case], prefixes, module, "subject_last", module,
                              grouping="uniform")
-    k = K[:, 0].to(torch.float64)
+    k = K[:, 0].to(device=c_inv.device, dtype=torch.float64)
     u = c_inv.to(torch.float64) @ k
     norm = u.norm()
     if not torch.isfinite(norm) or norm == 0:
@@ -179,9 +179,9 @@ def request_update(model: nn.Module, tok, arch: Arch, case: EditCase, hp: dict[s
     t0 = time.time()
     res = optimise_targets(model, tok, arch, case, objective(hp), prefixes)
     t_target = time.time() - t0
-    z = res.z["mlp"]
     k_cur, m_cur = read_keys_and_cur(model, tok, arch, [case], [], module, "subject_last", module)
-    k_cur, m_cur = k_cur[:, 0], m_cur[:, 0]
+    k_cur, m_cur = k_cur[:, 0].to(u.device), m_cur[:, 0].to(u.device)
+    z = res.z["mlp"].to(u.device)  # targets come back on the CPU
     denom = torch.dot(k_cur, u)
     if not torch.isfinite(denom) or denom == 0:
         raise OptimisationError(f"case {case.case_id}: k_cur·u = {float(denom)}; cannot form the rank-one update")
@@ -208,15 +208,15 @@ def apply_sequential(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase
     for case in tqdm(cases, desc="rome", disable=not hp["progress"], leave=False):
         upd = request_update(model, tok, arch, case, hp, prefixes, c_inv)
         with torch.no_grad():
-            W.add_(upd.delta.to(W.dtype))
+            W.add_(upd.delta.to(device=W.device, dtype=W.dtype))
         updates.append(upd if keep_vectors else upd.light())
-    deltas = {module: (W.detach().float() - before.float())} if updates else {}
+    deltas = {module: (W.detach().float() - before.float()).cpu()} if updates else {}
     return deltas, updates
 
 
 def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[str, Any], *,
          cov: Callable[[str], torch.Tensor], prefixes: Sequence[str], model_identity: dict[str, Any] | None = None,
-         cache=None) -> "EditResult":
+         cache=None, runtime=None) -> "EditResult":
     """Sequential ROME on `cases` (in order), in place. `cache` is ignored (see the module docstring)."""
     from .run import EditResult
 
@@ -225,7 +225,9 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
     seed = template_seed(hp, prefixes)
     templates = rome_prefixes(model, tok, hp, seed)
     t_templates = time.time() - t0
-    c_inv = inverse_cov(cov, arch.name("mlp_out", hp["layer"]))
+    module = arch.name("mlp_out", hp["layer"])
+    solve_dev = "cpu" if runtime is not None and runtime.solve_on == "cpu" else get_module(model, module).weight.device
+    c_inv = inverse_cov(cov, module, solve_dev)
     deltas, updates = apply_sequential(model, tok, arch, cases, hp, templates, c_inv, keep_vectors=False)
 
     def mean(key: str) -> float | None:
