@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: env repro test test-fast repro-profile dry-run clean-env
+.PHONY: env repro test test-fast repro-profile dry-run preflight tokenizer clean-env
 
 env: $(STAMP)
 
@@ -41,6 +41,15 @@ repro-profile: $(STAMP)
 dry-run: $(STAMP)
 	$(PY) stages/dry_run.py --profile profiles/paper.yaml --model-key llama7b
 	$(PY) stages/dry_run.py --profile profiles/paper.yaml --model-key gptj
+
+# What a profile will cost per stage (memory, disk, GPU-hours), e.g. PROFILE=paper EXTRA="--model-key gptj --gpu-mem 40".
+preflight: $(STAMP)
+	$(PY) stages/preflight.py $(if $(PROFILE),--profile profiles/$(PROFILE).yaml) $(EXTRA)
+
+# The embedded model's tokenizer in a small folder, for benchmarks/gpu_check.py on a machine without weights.
+TOKENIZER_DIR ?= tokenizer
+tokenizer: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --write-tokenizer $(TOKENIZER_DIR)
 
 clean-env:
 	rm -rf $(VENV)

@@ -150,6 +150,9 @@ def covariance_bytes(d_k: int, dtype: str = "float32") -> int:
 
 # ------------------------------------------------------------------ sizing chunks to a budget
 
+HEADROOM = 0.85  # of the budget, for chunks and fixed buffers; the rest for the allocator and Python objects
+
+
 def plan(d: Dims, budget: float, rt, params: dict[str, Any] | None = None, w: Workload = Workload()):
     """A Runtime whose chunks fit `budget` bytes beside the weights and the largest fixed buffers.
 
@@ -159,7 +162,7 @@ def plan(d: Dims, budget: float, rt, params: dict[str, Any] | None = None, w: Wo
     """
     n = int(((params or {}).get("edit") or {}).get("batch_size") or ((params or {}).get("edit") or {}).get("n_edits", 1))
     fixed = d.n_params * d.bytes + 3 * d.intermediate ** 2 * 8 + d.intermediate * n * 4
-    free = budget - fixed
+    free = HEADROOM * budget - fixed
     lowest = _lowest_delta_layer(params, d)
     need = {"target_requests": target_request_bytes(d, w, lowest), "key_rows": key_row_bytes(d, w),
             "eval_rows": eval_row_bytes(d, w), "probe_rows": probe_row_bytes(d, w),

@@ -1,0 +1,195 @@
+"""Preflight: what each stage of a profile will cost before any weight is downloaded.
+
+Per stage: weight memory, peak activation memory at the chunking `run.memory_budget_gb` (or the explicit
+`run:` limits) gives, covariance bytes on disk, statistics tokens, and GPU-hours from FLOP counts at an
+assumed fraction of the GPU's peak (EFFICIENCY). Editing hours are upper bounds: every request runs every
+optimisation step (early stopping ends 12–34% of them sooner on SmolLM2). `--gpu-mem` names the stages
+that do not fit and what to change. The memory numbers come from `jeepkit.memory`, the same model that sizes
+the chunks, and are checked against measured peaks on SmolLM2 (`benchmarks/preflight_check.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .memory import (GB, BYTES, Dims, Workload, covariance_bytes, eval_row_bytes, forward_bytes, key_row_bytes,
+                     known_dims, logits_bytes, plan, probe_row_bytes, stats_token_bytes, target_request_bytes)
+from .params import method_hparams, need
+from .profiles import covariance_needs, expand_runs
+from .runtime import Runtime
+
+# Peak dense throughput (FLOP/s) by precision; editing runs small batches, hence EFFICIENCY of that peak.
+GPUS = {"a100": {"half": 312e12, "fp32": 19.5e12, "fp64": 19.5e12, "mem_gb": 80},
+        "h100": {"half": 989e12, "fp32": 67e12, "fp64": 67e12, "mem_gb": 80}}
+EFFICIENCY = 0.3
+# Tokens per statistics document: wikitext paragraphs are short (MEMIT's reference uses whole articles up to
+# max_length); "self" samples are exactly max_length.
+WIKITEXT_DOC_TOKENS = 128
+ROME_TEMPLATES = 21
+CACHED_VARIANTS = ("full", "wo_step2", "wo_step3", "even_spread")  # JEEP variants sharing the full objective's targets
+EVAL_ROWS = {"counterfact": 26, "mcf": 26, "zsre": 3}  # teacher-forced sequences per case
+
+
+@dataclass
+class StageCost:
+    stage: str
+    weights: float  # bytes
+    peak: float  # bytes on the device: weights + fixed buffers + activations
+    hours: float  # statistics / editing
+    disk: float = 0.0  # bytes written (statistics)
+    tokens: int = 0  # statistics tokens
+    notes: list[str] = field(default_factory=list)
+    eval_hours: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.hours + self.eval_hours
+
+
+def _flops_seconds(flops: float, gpu: dict[str, float], precision: str) -> float:
+    return flops / (gpu[precision] * EFFICIENCY)
+
+
+def _precision(dtype: str) -> str:
+    return "fp32" if dtype == "float32" else "half"
+
+
+def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100") -> list[StageCost]:
+    """A StageCost for prepare/stats/probe and every edit run of the profile."""
+    key = need(params, "model.key")
+    d = dims or known_dims(key, params["model"].get("dtype", "float32"))
+    g = GPUS[gpu]
+    prec = _precision(d.dtype)
+    run = dict(params.get("run") or {})
+    budget = run.pop("memory_budget_gb", None)
+    base = Runtime(**{k: v for k, v in run.items() if v is not None})
+    rt = plan(d, budget * GB, base, params) if budget else base
+    w = Workload()
+    weights = d.n_params * d.bytes
+    out = [StageCost("prepare_model", weights, 0.0, 0.0, notes=["writes a pointer (hf) or converted weights"])]
+
+    s = need(params, "stats")
+    n_mods = len(s["layers"]) * len(s.get("modules", ["mlp_out"]))
+    d_k = d.intermediate
+    doc = min(int(s["max_length"]), WIKITEXT_DOC_TOKENS) if s["corpus"] == "wikitext" else int(s["max_length"])
+    tokens = int(s["n_samples"]) * doc
+    acc = BYTES.get(s.get("dtype", "float32"), 4)
+    deepest = max(s["layers"])
+    flops = 2 * d.params_through(deepest) * tokens + 2 * len(s["layers"]) * d_k * d_k * tokens
+    out.append(StageCost("stats", weights, weights + n_mods * d_k * d_k * acc
+                         + rt.stats_tokens * stats_token_bytes(d, min(doc, 2048), n_mods),
+                         _flops_seconds(flops, g, prec) / 3600, disk=n_mods * covariance_bytes(d_k, s.get("dtype", "float32")),
+                         tokens=tokens, notes=[f"{rt.stats_tokens} tokens per pass"]))
+
+    p = params.get("probe") or {}
+    n_probe = int(p.get("n_records", 100))
+    probe_flops = n_probe * w.seq_len * 2 * d.n_params + n_probe * (d.n_layers + 1) * 2 * 2 * d.vocab * d.hidden
+    probe_peak = weights + rt.probe_rows * probe_row_bytes(d, w) + (d.n_layers + 1) * 2 * d.vocab * 8 * 3
+    for name in ("probe", "probe_final_norm"):
+        out.append(StageCost(name, weights, probe_peak, _flops_seconds(probe_flops, g, prec) / 3600))
+
+    e = need(params, "edit")
+    for r in expand_runs(params):
+        out.append(_edit_cost(r, params, d, g, prec, rt, w, weights, int(e["n_edits"]),
+                              int(e.get("batch_size") or e["n_edits"])))
+    return out
+
+
+def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w: Workload, weights: float,
+               n: int, batch: int) -> StageCost:
+    method, ds = r["method"], r["dataset"]
+    if method == "none":
+        return StageCost(r["stage"], weights, weights + rt.eval_rows * eval_row_bytes(d, w), 0.0,
+                         eval_hours=_flops_seconds(n * EVAL_ROWS.get(ds, 26) * w.seq_len * 2 * d.n_params, g, prec) / 3600)
+    hp = {**method_hparams(params, method, ds), **r["overrides"]}
+    points = [(n, batch)]
+    cached = r["stage"].startswith("scaling@") or r["overrides"].get("variant") in CACHED_VARIANTS
+    if r["stage"].startswith("scaling@"):
+        from .pipeline import scaling_sizes
+
+        sc = params.get("scaling") or {}
+        m_max = int(sc.get("max_edits", n))
+        points = [(m * min(int(sc.get("max_chunks", 4)), m_max // m), m) for m in scaling_sizes(m_max)]
+    d_k = d.intermediate
+    needs = covariance_needs(method, hp)
+    layers = [l for _, l in needs]
+    eval_flops = sum(p_n for p_n, _ in points) * EVAL_ROWS.get(ds, 26) * w.seq_len * 2 * d.n_params
+    eval_h = _flops_seconds(eval_flops, g, prec) / 3600
+    notes: list[str] = []
+    if method == "rome":
+        steps = int(hp.get("steps", 20))
+        rows = ROME_TEMPLATES + 1
+        wl = Workload(rows_per_request=rows)
+        t = n * steps * rows * w.seq_len * (2 * d.n_params + 4 * (d.n_params - d.params_through(int(hp["layer"]))))
+        keys = n * 2 * rows * w.seq_len * 2 * d.params_through(int(hp["layer"]))
+        peak = weights + target_request_bytes(d, wl, int(hp["layer"])) + 2 * covariance_bytes(d_k, "float64")
+        notes.append("sequential: one request at a time")
+        flops = t + keys
+    elif method == "ft_wd":
+        epochs = int(hp.get("epochs", 25))
+        layer = int(hp["layer"])
+        flops = epochs * n * w.seq_len * (2 * d.n_params + 4 * (d.n_params - d.params_through(layer - 1)))
+        peak = weights + 3 * 4 * d.layer_params + int(hp.get("batch_size", 32)) * w.seq_len * \
+            (d.n_layers - layer) * 16 * d.hidden * d.bytes
+        notes.append("Adam state of one layer in float32")
+    else:
+        steps = int(hp["steps"])
+        lowest = min(layers) if layers else 0
+        from .editing.run import method_module
+
+        obj = method_module(method).objective(hp)
+        lowest_delta = min(x.layer for x in obj.deltas)
+        t = 0 if cached else \
+            n * steps * w.rows_per_request * w.seq_len * (2 * d.n_params + 4 * (d.n_params - d.params_through(lowest_delta)))
+        keys = solve = 0.0
+        for p_n, p_b in points:
+            keys += sum(p_n * (w.rows_per_request - 1) * w.seq_len * 2 * d.params_through(l) for l in layers)
+            solve += max(1, -(-p_n // p_b)) * len(layers) * (2 / 3 * d_k ** 3 + 2 * d_k * d_k * min(p_b, p_n)
+                                                             + 2 * d.hidden * d_k * min(p_b, p_n))
+        if cached:
+            notes.append("targets from the cache (same objective as an edit run)")
+        if method == "alphaedit":
+            solve += len(layers) * 9 * d_k ** 3  # one eigendecomposition per layer (cached)
+        flops = t + keys
+        peak = weights + 3 * covariance_bytes(d_k, "float64") + d_k * min(batch, n) * 4 + \
+            max(rt.target_batch(hp) * target_request_bytes(d, w, lowest_delta), rt.key_rows * key_row_bytes(d, w))
+        solve_s = solve / (g["fp64"] * EFFICIENCY)
+        notes.append(f"{rt.target_batch(hp)} requests per pass, {len(layers)} layers from {lowest}")
+        return StageCost(r["stage"], weights, peak, (_flops_seconds(flops, g, prec) + solve_s) / 3600, notes=notes,
+                         eval_hours=eval_h)
+    return StageCost(r["stage"], weights, peak, _flops_seconds(flops, g, prec) / 3600, notes=notes, eval_hours=eval_h)
+
+
+def advice(c: StageCost, gpu_mem_gb: float, d: Dims) -> str:
+    if c.weights > gpu_mem_gb * GB * 0.9:
+        return (f"weights alone are {c.weights / GB:.1f} GB: use model.device_map: auto over several GPUs, "
+                "or a GPU with more memory")
+    return (f"set run.memory_budget_gb: {gpu_mem_gb * 0.9:g} (smaller chunks), or edit.batch_size lower "
+            "(the float64 solve buffers are 3·d_k² whatever the chunking)")
+
+
+def format_table(costs: list[StageCost], gpu: str, gpu_mem_gb: float | None, d: Dims,
+                 paper_hours: dict[str, float] | None = None) -> str:
+    lines = [f"{'stage':34s} {'weights GB':>10s} {'peak GB':>8s} {'disk GB':>8s} {'tokens':>11s} {'work h':>7s} "
+             f"{'eval h':>7s}  notes"]
+    total = 0.0
+    misfits = []
+    for c in costs:
+        total += c.total
+        fits = "" if gpu_mem_gb is None or c.peak <= gpu_mem_gb * GB else "  DOES NOT FIT"
+        if fits:
+            misfits.append(c)
+        lines.append(f"{c.stage:34s} {c.weights / GB:10.2f} {c.peak / GB:8.2f} {c.disk / GB:8.2f} "
+                     f"{c.tokens:11,d} {c.hours:7.2f} {c.eval_hours:7.2f}  {'; '.join(c.notes)}{fits}")
+    lines.append(f"total: {total:.1f} GPU-hours on one {gpu.upper()} at {EFFICIENCY:.0%} of peak "
+                 "(editing hours are upper bounds: every request runs every step)")
+    if paper_hours:
+        lines.append("paper (App. D, 10,000 edits, A100): " + ", ".join(f"{k} {v} h" for k, v in paper_hours.items()))
+    for c in misfits:
+        lines.append(f"{c.stage}: needs {c.peak / GB:.1f} GB > {gpu_mem_gb:g} GB: {advice(c, gpu_mem_gb, d)}")
+    return "\n".join(lines)
+
+
+# The paper's reported wall times for 10,000 edits on one A100 (App. D), per model and method.
+PAPER_HOURS = {"gptj": {"jeep": 3.3, "memit": 9.0, "rome": 12.3}, "llama7b": {"jeep": 3.6, "memit": 3.6, "rome": 37.0}}
