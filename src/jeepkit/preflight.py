@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .memory import (GB, BYTES, Dims, Workload, covariance_bytes, eval_row_bytes, forward_bytes, key_row_bytes,
-                     known_dims, logits_bytes, plan, probe_row_bytes, stats_token_bytes, target_request_bytes)
+                     known_dims, plan, probe_row_bytes, target_request_bytes)
 from .params import method_hparams, need
 from .profiles import covariance_needs, expand_runs
 from .runtime import Runtime
@@ -70,17 +70,18 @@ def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100"
     out = [StageCost("prepare_model", weights, 0.0, 0.0, notes=["writes a pointer (hf) or converted weights"])]
 
     s = need(params, "stats")
-    n_mods = len(s["layers"]) * len(s.get("modules", ["mlp_out"]))
-    d_k = d.intermediate
+    # mlp_out reads the MLP's intermediate activations, attn_out the attention's (hidden-sized) output
+    d_ks = [d.intermediate if role == "mlp_out" else d.hidden for role in s.get("modules", ["mlp_out"])
+            for _ in s["layers"]]
     doc = min(int(s["max_length"]), WIKITEXT_DOC_TOKENS) if s["corpus"] == "wikitext" else int(s["max_length"])
     tokens = int(s["n_samples"]) * doc
     acc = BYTES.get(s.get("dtype", "float32"), 4)
     deepest = max(s["layers"])
-    flops = 2 * d.params_through(deepest) * tokens + 2 * len(s["layers"]) * d_k * d_k * tokens
-    out.append(StageCost("stats", weights, weights + n_mods * d_k * d_k * acc
-                         + rt.stats_tokens * stats_token_bytes(d, min(doc, 2048), n_mods),
-                         _flops_seconds(flops, g, prec) / 3600, disk=n_mods * covariance_bytes(d_k, s.get("dtype", "float32")),
-                         tokens=tokens, notes=[f"{rt.stats_tokens} tokens per pass"]))
+    flops = 2 * d.params_through(deepest) * tokens + sum(2 * k * k for k in d_ks) * tokens
+    per_token = forward_bytes(d, 1, min(doc, 2048)) + sum(d_ks) * (d.bytes + 4)
+    out.append(StageCost("stats", weights, weights + sum(k * k for k in d_ks) * acc + rt.stats_tokens * per_token,
+                         _flops_seconds(flops, g, prec) / 3600, disk=sum(k * k * acc for k in d_ks),
+                         tokens=tokens, notes=[f"{len(d_ks)} modules, {rt.stats_tokens} tokens per pass"]))
 
     p = params.get("probe") or {}
     n_probe = int(p.get("n_records", 100))
