@@ -133,6 +133,18 @@ def _mutate(root: Path, case: dict, server: str) -> None:
 
         for f in root.glob(pattern):
             save_file({"mom2": torch.eye(shape[0], shape[1])}, str(f))
+    for name, factor in (case.get("scale_parameter") or {}).items():
+        from safetensors.torch import load_file, save_file
+
+        f = root / "tiny_model" / "model.safetensors"
+        tensors = load_file(str(f))
+        tensors[name] = tensors[name] * float(factor)
+        save_file(tensors, str(f), metadata={"format": "pt"})
+    for key, value in (case.get("model_card") or {}).items():
+        f = root / "data" / "models" / "tiny" / "model_card.json"
+        card = json.loads(f.read_text())
+        card[key] = value
+        f.write_text(json.dumps(card))
     if "sidecar_model" in case:
         for f in root.glob("data/stats/tiny/*/sidecar.json"):
             side = json.loads(f.read_text())
@@ -150,6 +162,11 @@ def _listing(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_bad_input(path, base_repo, tmp_path):
     case = yaml.safe_load(path.read_text())
+    if case.get("needs_no_cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("the case is about a machine without CUDA")
     root = tmp_path / "repo"
     shutil.copytree(base_repo, root)
     served = tmp_path / "served"
