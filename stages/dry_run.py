@@ -4,17 +4,11 @@ import argparse
 from jeepkit.cli import stage_main
 from jeepkit.models import _is_commit as is_commit  # not a stage: importing it re-runs nothing
 from jeepkit.params import load_params
-from jeepkit.profiles import apply_overrides, dry_run, load_profile
+from jeepkit.profiles import dry_run, profile_params
 
 
 def main(a: argparse.Namespace) -> None:
-    params = load_params(a.params)
-    prof = load_profile(a.profile)
-    params = apply_overrides(params, prof["overrides"])
-    if a.model_key and a.model_key in prof:
-        params = apply_overrides(params, prof[a.model_key])
-    elif a.model_key:
-        params = apply_overrides(params, {"model.key": a.model_key})
+    params = profile_params(load_params(a.params), a.profile, a.model_key)
     s = dry_run(params)
     print(f"profile {a.profile}: model {s['model']} ({s['depth']} layers), {s['runs']} edit runs OK")
     m = params["model"]

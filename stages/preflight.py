@@ -5,18 +5,11 @@ from jeepkit.cli import stage_main
 from jeepkit.memory import known_dims
 from jeepkit.params import load_params
 from jeepkit.preflight import GPUS, PAPER_HOURS, estimate, format_table
-from jeepkit.profiles import apply_overrides, load_profile
+from jeepkit.profiles import apply_overrides, profile_params
 
 
 def main(a: argparse.Namespace) -> None:
-    params = load_params(a.params)
-    if a.profile:
-        prof = load_profile(a.profile)
-        params = apply_overrides(params, prof["overrides"])
-        if a.model_key and a.model_key in prof:
-            params = apply_overrides(params, prof[a.model_key])
-    if a.model_key:
-        params = apply_overrides(params, {"model.key": a.model_key})
+    params = profile_params(load_params(a.params), a.profile, a.model_key)
     if a.budget is not None:
         params = apply_overrides(params, {"run.memory_budget_gb": a.budget})
     key = params["model"]["key"]

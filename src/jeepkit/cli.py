@@ -33,6 +33,7 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., None]:
         torch.manual_seed(0)
         try:
             fn(*args, **kwargs)
+            _record_peak_memory()
         except JeepkitError as e:
             print(f"error: {e}{_dvc_hint()}", file=sys.stderr)
             if os.environ.get("JEEPKIT_DEBUG"):
@@ -43,6 +44,28 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., None]:
             sys.exit(130)
 
     return run
+
+
+PEAK_DIR = os.path.join("data", "timings", "peak_memory")
+
+
+def _record_peak_memory() -> None:
+    """Under `dvc repro`, the stage's peak resident memory (and the GPU's, if used) goes to data/timings/ —
+    outside every DVC output — where benchmarks/preflight_check.py compares it with the preflight."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return
+    import json
+    import resource
+
+    import torch
+
+    rec = {"stage": stage, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rec["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+    os.makedirs(PEAK_DIR, exist_ok=True)
+    with open(os.path.join(PEAK_DIR, stage.replace("/", "_") + ".json"), "w") as f:
+        json.dump(rec, f, sort_keys=True)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

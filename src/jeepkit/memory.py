@@ -169,8 +169,8 @@ def plan(d: Dims, budget: float, rt, params: dict[str, Any] | None = None, w: Wo
             "stats_tokens": stats_token_bytes(d, 2048, 9)}
     if free < max(need.values()):
         worst = max(need, key=need.get)
-        raise ConfigError(f"params: run.memory_budget_gb: {budget / GB:.2f} GB leaves {max(free, 0) / GB:.2f} GB "
-                          f"beside the weights and solve buffers ({fixed / GB:.2f} GB), less than one row of "
+        raise ConfigError(f"params: run.memory_budget_gb: {budget / GB:.3g} GB leaves {max(free, 0) / GB:.3g} GB "
+                          f"beside the weights and solve buffers ({fixed / GB:.3g} GB), less than one row of "
                           f"{worst} needs ({need[worst] / GB:.3f} GB); raise the budget or use a smaller dtype")
     sizes = {}
     for k, per in need.items():
@@ -199,3 +199,10 @@ def _lowest_delta_layer(params: dict[str, Any] | None, d: Dims) -> int:
 
 def fits(total: float, budget: float) -> bool:
     return math.isfinite(total) and total <= budget
+
+
+def host_overhead(d: Dims) -> float:
+    """Host memory beyond the device peak when the model runs on the CPU: the loader's transient copy of
+    the weights (safetensors pages mapped while the parameters are filled). Zero on a GPU, where the
+    device peak is what the preflight reports."""
+    return float(d.n_params * d.bytes)

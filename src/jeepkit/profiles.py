@@ -39,6 +39,15 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def profile_params(params: dict[str, Any], profile: str | Path | None, model_key: str | None = None) -> dict[str, Any]:
+    """params under a profile's overrides, then its block for `model_key` (or just model.key = model_key)."""
+    prof = load_profile(profile) if profile else {"overrides": {}}
+    params = apply_overrides(params, prof["overrides"])
+    if model_key:
+        params = apply_overrides(params, prof.get(model_key) or {"model.key": model_key})
+    return params
+
+
 def covariance_needs(method: str, hp: dict[str, Any]) -> list[tuple[str, int]]:
     """(role, layer) pairs whose covariance a method needs."""
     if method in ("memit", "pmet", "alphaedit"):

@@ -1,0 +1,59 @@
+"""The preflight: per-stage memory, disk and hours for the paper profile, without weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from jeepkit.memory import GB, known_dims
+from jeepkit.params import load_params
+from jeepkit.preflight import estimate
+from jeepkit.profiles import profile_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _paper(model_key=None):
+    return profile_params(load_params(ROOT / "params.yaml"), ROOT / "profiles" / "paper.yaml", model_key)
+
+
+def test_paper_profile_costs_every_stage_with_the_covariance_on_disk():
+    params = _paper()
+    d = known_dims("llama7b", "float16")
+    costs = {c.stage: c for c in estimate(params, d)}
+    assert {"prepare_model", "stats", "probe", "edit@jeep-mcf-0", "edit@rome-zsre-2", "scaling@jeep-0"} <= set(costs)
+    # LLaMA-7B down_proj: d_k = 11,008, 0.45 GiB (0.48 GB) per layer in fp32; attention o_proj: 4,096
+    want = 9 * 11008 ** 2 * 4 + 9 * 4096 ** 2 * 4
+    assert costs["stats"].disk == want and costs["stats"].tokens == 100_000 * 128
+    assert abs(costs["stats"].weights - d.n_params * 2) < 1
+    for c in costs.values():
+        assert c.peak == 0 or c.peak >= c.weights  # the weights are always resident
+        assert c.hours >= 0 and c.eval_hours >= 0
+    # cached-target stages cost less than the stage that optimised the targets
+    assert costs["ablation@wo_step3-0"].hours < costs["edit@jeep-mcf-0"].hours / 10
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "stages/preflight.py", "--profile", "profiles/paper.yaml", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_small_gpu_names_the_stages_that_do_not_fit_and_the_budget_fixes_them():
+    r = _cli("--gpu-mem", "24")
+    assert r.returncode == 0, r.stderr
+    assert "edit@jeep-mcf-0" in r.stdout and "DOES NOT FIT" in r.stdout and "run.memory_budget_gb: 21.6" in r.stdout
+    fixed = _cli("--gpu-mem", "24", "--budget", "21.6")
+    assert fixed.returncode == 0 and "DOES NOT FIT" not in fixed.stdout
+    gptj = _cli("--model-key", "gptj")
+    assert "model gptj" in gptj.stdout and "paper (App. D" in gptj.stdout and "total:" in gptj.stdout
+
+
+def test_budget_lowers_the_predicted_peak():
+    params = _paper()
+    d = known_dims("llama7b", "float16")
+    base = {c.stage: c.peak for c in estimate(params, d)}
+    params["run"]["memory_budget_gb"] = 21.6
+    small = {c.stage: c.peak for c in estimate(params, d)}
+    assert small["edit@jeep-mcf-0"] < base["edit@jeep-mcf-0"] <= 80 * GB
+    assert small["edit@jeep-mcf-0"] <= 21.6 * GB
