@@ -117,7 +117,7 @@ class Workload:
     seq_len: int = 40  # padded tokens of a rewrite row (prefix ≈ 10 + prompt + answer)
     rows_per_request: int = 7  # bare + 5 prefixes + the KL prompt
     answer_tokens: int = 3
-    eval_rows_per_case: int = 26  # CounterFact: 2 + 2·2 paraphrases + 2·10 locality sequences
+    eval_rows_per_case: int | None = None  # sequences per case (None: the dataset kind's usual count)
 
 
 def target_request_bytes(d: Dims, w: Workload, from_layer: int) -> int:

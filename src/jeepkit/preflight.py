@@ -47,6 +47,39 @@ class StageCost:
         return self.hours + self.eval_hours
 
 
+PREFIX_TOKENS = 10  # a sampled context prefix (engine.sample_prefixes)
+
+
+def workload(params: dict[str, Any], dataset: str) -> Workload:
+    """Token lengths from the dataset when the data stage has run (tokenised with the prepared model's
+    tokenizer when it is there, else ~4 characters a token); the paper-scale defaults otherwise."""
+    import json
+
+    from .params import paths
+
+    p = paths(params)
+    f = p["datasets"] / f"{dataset}.jsonl"
+    if not f.exists():
+        return Workload()
+    recs = [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines()[:500] if l.strip()]
+    if not recs:
+        return Workload()
+    tok = None
+    if (p["model"] / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(p["model"] / "tokenizer.json"))
+
+    def n_tok(text: str) -> int:
+        return len(tok.encode(text).ids) if tok is not None else max(1, len(text) // 4)
+
+    full = sorted(n_tok(r["prompt"].replace("{}", r["subject"]) + " " + r["target_new"]) for r in recs)
+    ans = sorted(n_tok(" " + r["target_new"]) for r in recs)
+    seq = full[int(0.9 * (len(full) - 1))] + PREFIX_TOKENS + 1  # a padded batch is as long as its longest rows
+    per_case = [2 * (1 + len(r.get("paraphrases", []))) + 2 * len(r.get("locality", [])) for r in recs]
+    return Workload(seq_len=seq, answer_tokens=ans[len(ans) // 2], eval_rows_per_case=round(sum(per_case) / len(recs)))
+
+
 def _flops_seconds(flops: float, gpu: dict[str, float], precision: str) -> float:
     return flops / (gpu[precision] * EFFICIENCY)
 
@@ -65,7 +98,7 @@ def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100"
     budget = run.pop("memory_budget_gb", None)
     base = Runtime(**{k: v for k, v in run.items() if v is not None})
     rt = plan(d, budget * GB, base, params) if budget else base
-    w = Workload()
+    w = workload(params, (params.get("probe") or {}).get("dataset", "counterfact"))
     weights = d.n_params * d.bytes
     out = [StageCost("prepare_model", weights, 0.0, 0.0, notes=["writes a pointer (hf) or converted weights"])]
 
@@ -91,8 +124,9 @@ def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100"
         out.append(StageCost(name, weights, probe_peak, _flops_seconds(probe_flops, g, prec) / 3600))
 
     e = need(params, "edit")
+    loads = {ds: workload(params, ds) for ds in {r["dataset"] for r in expand_runs(params)}}
     for r in expand_runs(params):
-        out.append(_edit_cost(r, params, d, g, prec, rt, w, weights, int(e["n_edits"]),
+        out.append(_edit_cost(r, params, d, g, prec, rt, loads[r["dataset"]], weights, int(e["n_edits"]),
                               int(e.get("batch_size") or e["n_edits"])))
     return out
 
@@ -102,7 +136,7 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
     method, ds = r["method"], r["dataset"]
     if method == "none":
         return StageCost(r["stage"], weights, weights + rt.eval_rows * eval_row_bytes(d, w), 0.0,
-                         eval_hours=_flops_seconds(n * EVAL_ROWS.get(ds, 26) * w.seq_len * 2 * d.n_params, g, prec) / 3600)
+                         eval_hours=_flops_seconds(n * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params, g, prec) / 3600)
     hp = {**method_hparams(params, method, ds), **r["overrides"]}
     points = [(n, batch)]
     cached = r["stage"].startswith("scaling@") or r["overrides"].get("variant") in CACHED_VARIANTS
@@ -115,7 +149,7 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
     d_k = d.intermediate
     needs = covariance_needs(method, hp)
     layers = [l for _, l in needs]
-    eval_flops = sum(p_n for p_n, _ in points) * EVAL_ROWS.get(ds, 26) * w.seq_len * 2 * d.n_params
+    eval_flops = sum(p_n for p_n, _ in points) * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params
     eval_h = _flops_seconds(eval_flops, g, prec) / 3600
     notes: list[str] = []
     if method == "rome":
