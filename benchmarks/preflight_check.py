@@ -7,7 +7,7 @@ is compared with the preflight's predicted peak for the same stage of the same p
 
 Prints one row per stage (predicted GB, measured GB, ratio) and exits non-zero when a stage is off by
 more than --tolerance (default 30%). On a CPU the prediction adds the host-side load overhead of
-`jeepkit.memory.host_overhead` (the loader's transient copy of the weights).
+`jeepkit.preflight.host_overhead` (pages of the weights file, allocator slack).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from jeepkit.memory import GB, host_overhead, known_dims  # noqa: E402
+from jeepkit.memory import GB, known_dims  # noqa: E402
 from jeepkit.params import load_params  # noqa: E402
-from jeepkit.preflight import estimate  # noqa: E402
+from jeepkit.preflight import estimate, host_overhead  # noqa: E402
 
 BASELINE = ("import resource, torch, transformers, jeepkit.pipeline, jeepkit.probe, jeepkit.stats;"
             "from transformers import AutoModelForCausalLM, AutoTokenizer;"
