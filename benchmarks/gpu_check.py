@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -137,8 +136,8 @@ def check_model(key: str, tok, a, device: torch.device, dtype: torch.dtype) -> d
                                     "mean_steps": round(steps, 2), "max_steps": obj.steps}
         targets = {name: torch.stack([results[i % len(results)].z[name] for i in range(len(cases))])
                    for name in results[0].z}
-        edited = model  # the update is applied in place; the timings below need no pristine copy
-        (deltas, _), sec = timed(device, apply_regions, edited, tok, arch, cases, mod.regions(hp[method]), targets,
+        # applied in place: the timings below need no pristine copy
+        (deltas, _), sec = timed(device, apply_regions, model, tok, arch, cases, mod.regions(hp[method]), targets,
                                  cov.__getitem__, prefixes, solver=memit_solve, progress=False)
         res[f"{method}_update"] = {"edits": len(cases), "layers": len(deltas), "seconds": round(sec, 2)}
         assert all(torch.isfinite(v).all() for v in deltas.values()), f"{method}: non-finite update"

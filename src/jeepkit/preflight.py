@@ -174,8 +174,6 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
     else:
         steps = int(hp["steps"])
         lowest = min(layers) if layers else 0
-        from .editing.run import method_module
-
         objectives = _objectives(method, hp)
         todo = []
         for obj, cacheable in objectives:
