@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.sources import resolve_dataset
 from jeepkit.editing.engine import sample_prefixes
 from jeepkit.editing.run import edit
@@ -67,7 +68,7 @@ def main() -> None:
     print(f"unedited ({len(cases)} records): {fmt(base)}  [{time.time() - t0:.0f} s eval]")
     edited = copy.deepcopy(model)
     prefixes = sample_prefixes(edited, tok, seed=0)
-    res = edit(edited, tok, arch, cases, "memit", {**HP, "target_batch": a.target_batch}, cov.get, prefixes, ident)
+    res = edit(EditContext(edited, tok, arch, cov.get, prefixes, ident), "memit", cases, {**HP, "target_batch": a.target_batch})
     after = summarise(evaluate_cases(edited, tok, cases), "counterfact")
     print(f"MEMIT: {fmt(after)}")
     print(f"time: {res.info['target_seconds'] / len(cases):.1f} s/fact target optimisation, "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.sources import resolve_dataset
 from jeepkit.editing.engine import sample_prefixes
 from jeepkit.editing.run import edit
@@ -67,7 +68,7 @@ def main() -> None:
         hp = {**method_hparams(params, method, "counterfact"), **over}
         edited = copy.deepcopy(model)
         t0 = time.time()
-        res = edit(edited, tok, arch, cases, method, hp, cov.get, sample_prefixes(edited, tok, 0), ident, cache=cache)
+        res = edit(EditContext(edited, tok, arch, cov.get, sample_prefixes(edited, tok, 0), ident, cache=cache), method, cases, hp)
         dt = time.time() - t0
         s = summarise(evaluate_cases(edited, tok, cases, progress=False), "counterfact")
         row = {"method": method, **over, **{k: [round(s[k]["mean"], 1), s[k]["ci95"] and round(s[k]["ci95"], 1)]

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.sources import resolve_dataset
 from jeepkit.editing.engine import sample_prefixes
-from jeepkit.editing.run import edit
+from jeepkit.editing.run import edit, method_spec
 from jeepkit.editing.targets import TargetCache
 from jeepkit.evaluation import evaluate_cases
 from jeepkit.metrics import summarise
@@ -70,6 +71,8 @@ def main() -> None:
                       max_length=2048)
     missing = [arch.name("mlp_out", l) for l in sorted(layers)
                if not (work / "stats" / spec.key(ident) / f"{arch.name('mlp_out', l)}.safetensors").exists()]
+    if method_spec(a.method).kind == "gradient":  # FT-WD, KNE: no statistics
+        missing = []
     if missing:
         compute_stats(model, tok, arch, missing, spec, ident, work / "stats")
     cov = CovarianceStore(work / "stats", spec, ident)
@@ -79,8 +82,7 @@ def main() -> None:
         hp = {**base, **dict(zip(grid, values))}
         edited = copy.deepcopy(model)
         t0 = time.time()
-        res = edit(edited, tok, arch, cases, a.method, hp, cov.get, sample_prefixes(edited, tok, 0), ident,
-                   cache=TargetCache(work / "targets"))  # settings sharing an objective share targets
+        res = edit(EditContext(edited, tok, arch, cov.get, sample_prefixes(edited, tok, 0), ident, cache=TargetCache(work / "targets")), a.method, cases, hp)  # settings sharing an objective share targets
         s = summarise(evaluate_cases(edited, tok, cases, progress=False), a.dataset)
         row = {**dict(zip(grid, values)), **{k: round(s[k]["mean"], 1) for k in ("ES", "GS", "LS", "Score")},
                "seconds": round(time.time() - t0, 1)}

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import tiny  # noqa: E402
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.schema import EditCase  # noqa: E402
 from jeepkit.editing.run import edit  # noqa: E402
 from jeepkit.memory import Dims, plan  # noqa: E402
@@ -72,7 +73,7 @@ def main() -> None:
     th = threading.Thread(target=sampler.run, daemon=True)
     th.start()
     t0 = time.time()
-    res = edit(model, tok, arch, reqs, "memit", HP, cov.__getitem__, tiny.PREFIXES, {"id": "tiny"}, runtime=rt)
+    res = edit(EditContext(model, tok, arch, cov.__getitem__, tiny.PREFIXES, {"id": "tiny"}, runtime=rt), "memit", reqs, HP)
     seconds = time.time() - t0
     sampler.stop = True
     th.join()

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import tiny
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.schema import EditCase, LocalityPrompt
 from jeepkit.editing.engine import sample_prefixes
 from jeepkit.editing.run import edit
@@ -69,8 +70,7 @@ def _run(model, copies, tok, arch) -> dict:
     prefixes = sample_prefixes(model, tok, seed=0, length=4)
     out = {"cov": cov, "n_tok": n_tok, "prefixes": prefixes}
     for m, edited in copies.items():
-        res = edit(edited, tok, arch, CF if m == "rome" else CASES, m, METHOD_HP[m], cov.__getitem__, prefixes,
-                   {"id": "tiny"})
+        res = edit(EditContext(edited, tok, arch, cov.__getitem__, prefixes, {"id": "tiny"}), m, CF if m == "rome" else CASES, METHOD_HP[m])
         per_case = evaluate_cases(edited, tok, CASES, batch_size=4, progress=False)
         out[m] = {"deltas": res.deltas, "per_case": per_case, "info": res.info}
     out["probe"] = probe_records(model, tok, arch, CF, batch_size=2, progress=False)

@@ -15,6 +15,7 @@ import torch
 
 import tiny
 from tiny import CASE, CASE_B, PREFIXES
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import memit
 from jeepkit.editing.engine import (
@@ -329,8 +330,7 @@ def test_edit_end_to_end(editable_model, covariances):
     identity = {"id": f"tiny-{arch.family}", "revision": "test"}
     before = _snapshot(model)
     lp_before = tiny.answer_logprob(model, tok, CASE.prompt, CASE.subject, CASE.target_new)
-    res = edit(model, tok, arch, [CASE], "memit", hp(), cov=covariances.__getitem__, prefixes=PREFIXES,
-               model_identity=identity)
+    res = edit(EditContext(model, tok, arch, cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity), "memit", [CASE], hp())
     names = {arch.name("mlp_out", l) for l in LAYERS}
     assert set(res.deltas) == names
     after = model.state_dict()
@@ -355,10 +355,10 @@ def test_edit_target_cache(tiny_model, covariances, tmp_path):
     identity = {"id": f"tiny-{arch.family}", "revision": "test"}
     m1, m2 = copy.deepcopy(model), copy.deepcopy(model)
     kw = dict(cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity)
-    r1 = edit(m1, tok, arch, [CASE, CASE_B], "memit", hp(), cache=TargetCache(tmp_path), **kw)
+    r1 = edit(EditContext(m1, tok, arch, cache=TargetCache(tmp_path), **kw), "memit", [CASE, CASE_B], hp())
     assert (r1.info["target_cache_hits"], r1.info["target_cache_misses"]) == (0, 2)
     assert len(list(tmp_path.rglob("*.safetensors"))) == 2
-    r2 = edit(m2, tok, arch, [CASE, CASE_B], "memit", hp(), cache=TargetCache(tmp_path), **kw)
+    r2 = edit(EditContext(m2, tok, arch, cache=TargetCache(tmp_path), **kw), "memit", [CASE, CASE_B], hp())
     assert (r2.info["target_cache_hits"], r2.info["target_cache_misses"]) == (2, 0)
     assert set(r2.deltas) == set(r1.deltas)
     for k in r1.deltas:
@@ -366,7 +366,7 @@ def test_edit_target_cache(tiny_model, covariances, tmp_path):
     assert r2.info["mean_target_prob"] == pytest.approx(r1.info["mean_target_prob"])
     # a different objective is a different cache entry
     m3 = copy.deepcopy(model)
-    r3 = edit(m3, tok, arch, [CASE], "memit", hp(steps=5), cache=TargetCache(tmp_path), **kw)
+    r3 = edit(EditContext(m3, tok, arch, cache=TargetCache(tmp_path), **kw), "memit", [CASE], hp(steps=5))
     assert (r3.info["target_cache_hits"], r3.info["target_cache_misses"]) == (0, 1)
 
 
@@ -377,14 +377,13 @@ def test_exported_targets_rebuild_the_same_edit(tiny_model, covariances, tmp_pat
     identity = {"id": f"tiny-{arch.family}", "revision": "test"}
     kw = dict(cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity)
     shared = TargetCache(tmp_path / "scratch")
-    edit(copy.deepcopy(model), tok, arch, [CASE_B], "memit", hp(steps=5), cache=shared, **kw)  # unrelated entry
+    edit(EditContext(copy.deepcopy(model), tok, arch, cache=shared, **kw), "memit", [CASE_B], hp(steps=5))  # unrelated entry
     run_cache = TargetCache(tmp_path / "scratch")
-    r1 = edit(copy.deepcopy(model), tok, arch, [CASE, CASE_B], "memit", hp(), cache=run_cache, **kw)
+    r1 = edit(EditContext(copy.deepcopy(model), tok, arch, cache=run_cache, **kw), "memit", [CASE, CASE_B], hp())
     assert run_cache.export(tmp_path / "run" / "targets") == 2
     assert len(list((tmp_path / "scratch").rglob("*.safetensors"))) == 3
     assert len(list((tmp_path / "run" / "targets").rglob("*.safetensors"))) == 2
-    r2 = edit(copy.deepcopy(model), tok, arch, [CASE, CASE_B], "memit", hp(),
-              cache=TargetCache(tmp_path / "run" / "targets"), **kw)
+    r2 = edit(EditContext(copy.deepcopy(model), tok, arch, cache=TargetCache(tmp_path / "run" / "targets"), **kw), "memit", [CASE, CASE_B], hp())
     assert (r2.info["target_cache_hits"], r2.info["target_cache_misses"]) == (2, 0)
     for k in r1.deltas:
         torch.testing.assert_close(r2.deltas[k], r1.deltas[k], atol=0, rtol=0)
@@ -393,6 +392,6 @@ def test_exported_targets_rebuild_the_same_edit(tiny_model, covariances, tmp_pat
 def test_edit_none_and_unknown_method(tiny_model, covariances):
     model, tok, arch = tiny_model
     kw = dict(cov=covariances.__getitem__, prefixes=PREFIXES, model_identity={"id": "x"})
-    assert edit(model, tok, arch, [CASE], "none", hp(), **kw).deltas == {}
+    assert edit(EditContext(model, tok, arch, **kw), "none", [CASE], {}).deltas == {}
     with pytest.raises(ConfigError, match="unknown method"):
-        edit(model, tok, arch, [CASE], "rome2", hp(), **kw)
+        edit(EditContext(model, tok, arch, **kw), "rome2", [CASE], hp())

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import tiny
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import ft_wd
 from jeepkit.errors import ConfigError
@@ -74,7 +75,7 @@ def test_only_the_chosen_layer_changes(editable_model):
     model, tok, arch = editable_model
     before = snapshot(model)
     lp_before = [tiny.answer_logprob(model, tok, c.prompt, c.subject, c.target_new) for c in CASES]
-    res = ft_wd.edit(model, tok, arch, CASES, HP)
+    res = ft_wd.edit(EditContext(model, tok, arch), CASES, HP)
     prefix = arch.name("layer", LAYER) + "."
     after = dict(model.named_parameters())
     layer_params = {n for n in before if n.startswith(prefix)}
@@ -113,8 +114,8 @@ def test_power_law_flag_sets_adam_weight_decay(tiny_llama, monkeypatch):
     RecordingAdam.made.clear()
     hp = {**HP, "epochs": 2}
     m_off, m_on = copy.deepcopy(model), copy.deepcopy(model)
-    off = ft_wd.edit(m_off, tok, arch, CASES, hp)
-    on = ft_wd.edit(m_on, tok, arch, CASES, {**hp, "apply_wd_power_law": True})
+    off = ft_wd.edit(EditContext(m_off, tok, arch), CASES, hp)
+    on = ft_wd.edit(EditContext(m_on, tok, arch), CASES, {**hp, "apply_wd_power_law": True})
     expect = len(CASES) ** -0.87028798 * math.exp(0.15589562)
     assert [m["weight_decay"] for m in RecordingAdam.made] == [0.0, pytest.approx(expect, rel=1e-9)]
     assert all(m["lr"] == hp["lr"] for m in RecordingAdam.made)
@@ -133,20 +134,20 @@ def test_loss_threshold_skips_batches(tiny_model):
     # the low-loss case first: it is skipped, so the high-loss one is also scored on the unchanged model
     two = [CASES[order[0]], CASES[order[2]]]
     m = copy.deepcopy(model)
-    res = ft_wd.edit(m, tok, arch, two, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": thr})
+    res = ft_wd.edit(EditContext(m, tok, arch), two, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": thr})
     assert res.info["batches_skipped"] == [1]
     assert res.info["epoch_losses"][0] == pytest.approx((lo + hi) / 2, rel=1e-4)
     assert res.deltas  # the second batch was trained
     # the same with the threshold below both: no skip, and a different result
     m2 = copy.deepcopy(model)
-    res2 = ft_wd.edit(m2, tok, arch, two, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": 0.0})
+    res2 = ft_wd.edit(EditContext(m2, tok, arch), two, {**HP, "batch_size": 1, "epochs": 1, "loss_threshold": 0.0})
     assert res2.info["batches_skipped"] == [0]
     n = next(iter(res.deltas))
     assert (res2.deltas[n] - res.deltas[n]).abs().max() > 1e-6
     # above every loss: all batches skipped, nothing changes, training stops after one epoch
     m = copy.deepcopy(model)
     before = snapshot(m)
-    res = ft_wd.edit(m, tok, arch, CASES, {**HP, "batch_size": 1, "epochs": 5, "loss_threshold": 1e9})
+    res = ft_wd.edit(EditContext(m, tok, arch), CASES, {**HP, "batch_size": 1, "epochs": 5, "loss_threshold": 1e9})
     assert res.deltas == {} and res.info["epochs_run"] == 1 and res.info["batches_skipped"] == [3]
     assert all(torch.equal(p.detach(), before[n]) for n, p in m.named_parameters())
 
@@ -154,15 +155,15 @@ def test_loss_threshold_skips_batches(tiny_model):
 def test_stops_when_epoch_loss_below_threshold(tiny_model):
     model, tok, arch = tiny_model
     full = {**HP, "batch_size": len(CASES), "epochs": 6}  # one batch per epoch: batch loss = epoch loss
-    ref = ft_wd.edit(copy.deepcopy(model), tok, arch, CASES, full)
+    ref = ft_wd.edit(EditContext(copy.deepcopy(model), tok, arch), CASES, full)
     L = ref.info["epoch_losses"]
     assert all(a > b for a, b in zip(L, L[1:]))
     thr = (L[2] + L[3]) / 2
     m = copy.deepcopy(model)
-    res = ft_wd.edit(m, tok, arch, CASES, {**full, "loss_threshold": thr})
+    res = ft_wd.edit(EditContext(m, tok, arch), CASES, {**full, "loss_threshold": thr})
     assert res.info["epochs_run"] == 4 and res.info["batches_skipped"] == [0, 0, 0, 1]
     # epochs 0-2 trained, epoch 3 was below the threshold: the result equals 3 epochs without a threshold
-    three = ft_wd.edit(copy.deepcopy(model), tok, arch, CASES, {**full, "epochs": 3})
+    three = ft_wd.edit(EditContext(copy.deepcopy(model), tok, arch), CASES, {**full, "epochs": 3})
     assert set(res.deltas) == set(three.deltas)
     for n in res.deltas:
         torch.testing.assert_close(res.deltas[n], three.deltas[n], atol=1e-6, rtol=1e-5)
@@ -173,7 +174,7 @@ def test_deterministic_given_seed(tiny_gptj):
     hp = {**HP, "batch_size": 1, "epochs": 3, "shuffle": True}
 
     def run(**kw):
-        return ft_wd.edit(copy.deepcopy(model), tok, arch, CASES, {**hp, **kw}).deltas
+        return ft_wd.edit(EditContext(copy.deepcopy(model), tok, arch), CASES, {**hp, **kw}).deltas
 
     a, b, c = run(seed=0), run(seed=0), run(seed=1)
     assert set(a) == set(b) == set(c)

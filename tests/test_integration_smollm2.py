@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.sources import resolve_dataset
 from jeepkit.editing.engine import sample_prefixes
 from jeepkit.editing.run import edit
@@ -58,7 +59,7 @@ def run_method(smol, cases, method, hp):
     model, tok, arch, ident, cov = smol
     edited = copy.deepcopy(model)
     prefixes = sample_prefixes(edited, tok, seed=0)
-    res = edit(edited, tok, arch, cases, method, hp, cov.get, prefixes, ident)
+    res = edit(EditContext(edited, tok, arch, cov.get, prefixes, ident), method, cases, hp)
     summary = summarise(evaluate_cases(edited, tok, cases, progress=False), "counterfact")
     return summary, res
 

@@ -24,8 +24,9 @@ import torch
 
 import tiny
 from tiny import CASE, CASE_B, PREFIXES
+from jeepkit.editing.recipe import EditContext
 from jeepkit.editing import jeep
-from jeepkit.editing import run as run_mod
+from jeepkit.editing import recipe as recipe_mod
 from jeepkit.editing.engine import KL_TEMPLATE, DeltaSpec, optimise_targets_batch
 from jeepkit.editing.run import edit
 from jeepkit.editing.targets import TargetCache
@@ -43,7 +44,7 @@ def jhp(**kw):
     """Small-model JEEP hyperparameters. Low and high values differ so that a swap is visible."""
     base = dict(layers_low=list(LOW), layers_high=list(HIGH), clamp_low=4.0, clamp_high=3.0,
                 weight_decay_low=0.01, weight_decay_high=0.02, lr=0.5, steps=10, kl_factor_low=0.0625,
-                kl_factor_high=7.0, min_prob=0.9, lambda_low=1.0, lambda_high=2.0)
+                min_prob=0.9, lambda_low=1.0, lambda_high=2.0)
     base.update(kw)
     return base
 
@@ -144,14 +145,14 @@ def covariances(tiny_gptj, tiny_llama):
 def target_spy(monkeypatch):
     """Records every target optimisation `run` performs: the objective and the TargetResults."""
     calls = []
-    real = run_mod.optimise_targets_batch
+    real = recipe_mod.optimise_targets_batch
 
     def spy(model, tok, arch, cases, objective, prefixes):
         res = real(model, tok, arch, cases, objective, prefixes)
         calls.append({"objective": objective, "results": res, "cases": list(cases)})
         return res
 
-    monkeypatch.setattr(run_mod, "optimise_targets_batch", spy)
+    monkeypatch.setattr(recipe_mod, "optimise_targets_batch", spy)
     return calls
 
 
@@ -177,7 +178,7 @@ def test_objective_delta_specs(label):
         DeltaSpec("high", role=role, layer=max(HIGH), position="prompt_last", clamp=h["clamp_high"],
                   weight_decay=h["weight_decay_high"]),
     )
-    # one Adam, the KL on δ′ only (kl_factor_high is unused), JEEP's probability early stop
+    # one Adam, the KL on δ′ only (the reference code's kl_factor_high is unused, and refused here), JEEP's probability early stop
     assert (obj.lr, obj.steps, obj.kl_factor) == (h["lr"], h["steps"], h["kl_factor_low"])
     assert (obj.stop_rule, obj.stop_value, obj.nll_schedule) == ("prob", h["min_prob"], "constant")
     # layers given unsorted: the anchor is still the deepest layer of each region
@@ -347,8 +348,7 @@ def test_edit_equals_manual_steps(editable_model, covariances, target_spy, tmp_p
     h = jhp(variant=variant, high_anchor=anchor)
     before = snapshot(model)
     lp_before = [tiny.answer_logprob(model, tok, c.prompt, c.subject, c.target_new) for c in CASES]
-    res = edit(model, tok, arch, CASES, "jeep", h, cov=covariances.__getitem__, prefixes=PREFIXES,
-               model_identity=identity(arch), cache=TargetCache(tmp_path))
+    res = edit(EditContext(model, tok, arch, cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity(arch), cache=TargetCache(tmp_path)), "jeep", CASES, h)
 
     want_deltas, want_regions = EXPECTED[variant]
     role, cur_role, edit_role = high_roles(h)
@@ -418,7 +418,7 @@ def test_cache_shared_by_ablations(tiny_model, covariances, target_spy, tmp_path
     res = {}
     for v in ("full", "wo_step2", "wo_step3", "even_spread", "mhsa_step3", "wo_low"):
         h = jhp(variant=v, layers_low=list(low), layers_high=list(high))
-        res[v] = edit(copy.deepcopy(model), tok, arch, CASES, "jeep", h, cache=TargetCache(tmp_path), **kw)
+        res[v] = edit(EditContext(copy.deepcopy(model), tok, arch, cache=TargetCache(tmp_path), **kw), "jeep", CASES, h)
     hits = {v: (r.info["target_cache_hits"], r.info["target_cache_misses"]) for v, r in res.items()}
     assert hits == {"full": (0, 2), "wo_step2": (2, 0), "wo_step3": (2, 0), "even_spread": (2, 0),
                     "mhsa_step3": (2, 0), "wo_low": (0, 2)}
@@ -442,11 +442,9 @@ def test_separate_optimisation(tiny_model, covariances, target_spy, tmp_path):
     alone on the low-edited model (not cached), giving a different high update than the joint method."""
     model, tok, arch = tiny_model
     kw = dict(cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity(arch))
-    r_woh = edit(copy.deepcopy(model), tok, arch, CASES, "jeep", jhp(variant="wo_high"), cache=TargetCache(tmp_path),
-                 **kw)
-    r_sep = edit(copy.deepcopy(model), tok, arch, CASES, "jeep", jhp(variant="separate"), cache=TargetCache(tmp_path),
-                 **kw)
-    r_full = edit(copy.deepcopy(model), tok, arch, CASES, "jeep", jhp(variant="full"), **kw)
+    r_woh = edit(EditContext(copy.deepcopy(model), tok, arch, cache=TargetCache(tmp_path), **kw), "jeep", CASES, jhp(variant="wo_high"))
+    r_sep = edit(EditContext(copy.deepcopy(model), tok, arch, cache=TargetCache(tmp_path), **kw), "jeep", CASES, jhp(variant="separate"))
+    r_full = edit(EditContext(copy.deepcopy(model), tok, arch, **kw), "jeep", CASES, jhp(variant="full"))
     assert (r_sep.info["low/target_cache_hits"], r_sep.info["low/target_cache_misses"]) == (2, 0)
     assert r_sep.info["high/target_cache_hits"] == 0
     for l in LOW:

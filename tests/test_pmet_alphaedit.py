@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 
 import tiny
 from tiny import CASE, CASE_B, PREFIXES
+from jeepkit.editing.recipe import EditContext
 from jeepkit.errors import ConfigError
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import alphaedit, engine, pmet
-from jeepkit.editing import run as run_mod
+from jeepkit.editing import recipe as recipe_mod
 from jeepkit.editing.engine import KL_TEMPLATE, DeltaSpec, Region, apply_regions, optimise_targets_batch
 from jeepkit.editing.run import edit
 from jeepkit.editing.targets import TargetCache
@@ -172,14 +173,14 @@ def synthetic_cov(tiny_gptj, tiny_llama):
 @pytest.fixture
 def target_spy(monkeypatch):
     calls = []
-    real = run_mod.optimise_targets_batch
+    real = recipe_mod.optimise_targets_batch
 
     def spy(model, tok, arch, cases, objective, prefixes):
         res = real(model, tok, arch, cases, objective, prefixes)
         calls.append({"objective": objective, "results": res})
         return res
 
-    monkeypatch.setattr(run_mod, "optimise_targets_batch", spy)
+    monkeypatch.setattr(recipe_mod, "optimise_targets_batch", spy)
     return calls
 
 
@@ -358,8 +359,7 @@ def test_pmet_edit_end_to_end(editable_model, covariances, target_spy, tmp_path)
     h = php()
     before = snapshot(model)
     lp_before = [tiny.answer_logprob(model, tok, c.prompt, c.subject, c.target_new) for c in CASES]
-    res = edit(model, tok, arch, CASES, "pmet", h, cov=covariances.__getitem__, prefixes=PREFIXES,
-               model_identity=identity(arch), cache=TargetCache(tmp_path))
+    res = edit(EditContext(model, tok, arch, cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity(arch), cache=TargetCache(tmp_path)), "pmet", CASES, h)
     modules = {arch.name("mlp_out", l) for l in LAYERS}
     assert set(res.deltas) == modules  # the attention delta is only used during optimisation
     assert_only_deltas_applied(before, model.state_dict(), res.deltas)
@@ -424,10 +424,11 @@ def test_alphaedit_solve():
         torch.testing.assert_close(alphaedit.solve(C, K, R, 5.0, nullspace_threshold=1e9, l2=alpha),
                                    R @ K.T @ torch.linalg.inv(K @ K.T + alpha * eye), atol=1e-9, rtol=1e-7)
     # defaults: threshold 2e-2, α = 10 (spec §5); a fresh projector cache per edit, keyed by module
-    kw = alphaedit.solver_kwargs({})
+    base = {"layers": [1], "clamp": 1.0, "lambda": 1.0, "lr": 0.5, "steps": 1, "weight_decay": 0.5, "kl_factor": 0.0}
+    kw = alphaedit.solver_kwargs(base)
     assert (kw["nullspace_threshold"], kw["l2"], kw["projector_cache"]) == (2e-2, 10.0, {})
-    assert alphaedit.solver_kwargs({})["projector_cache"] is not kw["projector_cache"]
-    assert alphaedit.solver_kwargs({"nullspace_threshold": 1e-3, "l2": 3.0})["l2"] == 3.0
+    assert alphaedit.solver_kwargs(base)["projector_cache"] is not kw["projector_cache"]
+    assert alphaedit.solver_kwargs({**base, "nullspace_threshold": 1e-3, "l2": 3.0})["l2"] == 3.0
     cache = {}
     C2 = covariance_spanning(preserved_basis(d_k, 1, rank=20), noise=1e-7)
     a = alphaedit.solve(C, K, R, 1.0, nullspace_threshold=1e-4, projector_cache=cache, module="m.a")
@@ -445,8 +446,7 @@ def test_alphaedit_edit_end_to_end(editable_model, synthetic_cov, target_spy):
     model0 = copy.deepcopy(model)
     h = ahp()
     before = snapshot(model)
-    res = edit(model, tok, arch, CASES, "alphaedit", h, cov=covs.__getitem__, prefixes=PREFIXES,
-               model_identity=identity(arch))
+    res = edit(EditContext(model, tok, arch, cov=covs.__getitem__, prefixes=PREFIXES, model_identity=identity(arch)), "alphaedit", CASES, h)
     modules = [arch.name("mlp_out", l) for l in LAYERS]
     assert set(res.deltas) == set(modules)
     assert_only_deltas_applied(before, model.state_dict(), res.deltas)
@@ -486,8 +486,7 @@ def test_saved_deltas_reproduce_edited_weights(tiny_model, covariances, syntheti
     edited = copy.deepcopy(model)
     hp = dict(ARTIFACT_RUNS[method], **({"variant": variant} if variant else {}))
     cov = synthetic_cov[0] if method == "alphaedit" else covariances
-    res = edit(edited, tok, arch, CASES, method, hp, cov=cov.__getitem__, prefixes=PREFIXES,
-               model_identity=identity(arch))
+    res = edit(EditContext(edited, tok, arch, cov=cov.__getitem__, prefixes=PREFIXES, model_identity=identity(arch)), method, CASES, hp)
     assert res.deltas
     path = tmp_path / "delta_chunk0.safetensors"
     save_file({k: v.contiguous() for k, v in res.deltas.items()}, str(path))
@@ -571,5 +570,4 @@ def test_overlapping_jeep_regions_rejected(tiny_model, covariances):
     edited = copy.deepcopy(model)
     hp = dict(ARTIFACT_RUNS["jeep"], layers_low=[0, 1], layers_high=[1, 2])
     with pytest.raises(ConfigError, match="overlap"):
-        edit(edited, tok, arch, [CASE], "jeep", hp, cov=covariances.__getitem__, prefixes=PREFIXES,
-             model_identity=identity(arch))
+        edit(EditContext(edited, tok, arch, cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity(arch)), "jeep", [CASE], hp)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tiny
+from jeepkit.editing.recipe import EditContext
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import rome
 from jeepkit.errors import ConfigError, OptimisationError
@@ -206,8 +207,7 @@ def test_edit_in_place_and_returned_delta(editable_model, covariances, monkeypat
     seen = []
     real = rome.optimise_targets
     monkeypatch.setattr(rome, "optimise_targets", lambda *a: seen.append(list(a[-1])) or real(*a))
-    res = rome.edit(model, tok, arch, [CASE], hp, cov=covariances.__getitem__, prefixes=["x. "],
-                    model_identity={"id": "tiny"})
+    res = rome.edit(EditContext(model, tok, arch, cov=covariances.__getitem__, prefixes=["x. "], model_identity={"id": "tiny"}), [CASE], hp)
     name = arch.name("mlp_out", LAYER)
     assert set(res.deltas) == {name}
     d = res.deltas[name]

@@ -1,9 +1,12 @@
-"""The schema of params.yaml: every section, every method's hyperparameters, as data.
+"""The schema of params.yaml: every section as data (a method's hyperparameters: its own `Hparams`).
 
 `validate_params` runs when any stage (or the dry run) loads params.yaml, before any work: an unknown
 key is refused with the nearest valid name (a misspelt `clamp_hgh` would otherwise be ignored and a
 `dvc exp run -S` would re-run stages that report the old numbers), and a value of the wrong type or
 out of range (NaN, negative, zero where it must be positive) is refused with its dotted path.
+Method hyperparameters are each method's typed `Hparams`; `editing.run.check_params` checks them (and
+the method names) in every stage that edits and in the dry run, so the light stages (data, model,
+statistics, probe, reports) do not depend on the editors' code.
 """
 
 from __future__ import annotations
@@ -63,41 +66,6 @@ SECTIONS: dict[str, dict[str, F]] = {
 TOP: dict[str, F] = {"profile": F("str", nullable=True), "seed": F("int", lo=0), "seeds": F("ints", lo=0, nonempty=True),
                      "hparams": F("map", True), **{k: F("map") for k in SECTIONS}}
 REQUIRED_SECTIONS = ("model",)  # the others are checked when present; a stage that needs one says so
-
-_OBJECTIVE = {"lr": F("num", True, **POS), "steps": F("int", True, lo=1), "kl_factor": F("num", True, **NONNEG),
-              "weight_decay": F("num", True, **NONNEG), "stop_loss": F("num", True, **NONNEG),
-              "clamp": F("num", True, **POS), "target_batch": F("int", lo=1)}
-_MEMIT = {**_OBJECTIVE, "layers": F("ints", True, lo=0, nonempty=True), "lambda": F("num", True, **POS),
-          "key_averaging": F("str", choices=("grouped", "uniform"))}
-METHOD_HPARAMS: dict[str, dict[str, F]] = {
-    "none": {"unedited": F("bool")},
-    "memit": _MEMIT,
-    "pmet": {**_MEMIT, "weight_decay_attn": F("num", True, **NONNEG)},
-    "alphaedit": {**_MEMIT, "nullspace_threshold": F("num", True, **POS), "l2": F("num", True, **NONNEG)},
-    "jeep": {"layers_low": F("ints", True, lo=0, nonempty=True), "layers_high": F("ints", True, lo=0, nonempty=True),
-             "clamp_low": F("num", True, **POS), "clamp_high": F("num", True, **POS),
-             "lambda_low": F("num", True, **POS), "lambda_high": F("num", True, **POS),
-             "weight_decay_low": F("num", True, **NONNEG), "weight_decay_high": F("num", True, **NONNEG),
-             "kl_factor_low": F("num", True, **NONNEG), "lr": F("num", True, **POS), "steps": F("int", True, lo=1),
-             "min_prob": F("num", gt=0.0, hi=1.0), "target_batch": F("int", lo=1),
-             "key_averaging": F("str", choices=("grouped", "uniform")),
-             "high_anchor": F("str", choices=("attn_as_released", "mlp_consistent", "resid_paper")),
-             "variant": F("str", choices=("full", "wo_low", "wo_high", "wo_step2", "wo_step3", "separate",
-                                          "even_spread", "mhsa_step3")),
-             "optimize_low": F("bool"), "optimize_high": F("bool"), "update_low": F("bool"), "update_high": F("bool"),
-             "separate_opt": F("bool"), "spread_low": F("str", choices=("sqrt", "linear")),
-             "spread_high": F("str", choices=("sqrt", "linear")), "high_target_module": F("str", choices=("mlp", "attn"))},
-    "rome": {"layer": F("int", True, lo=0), "steps": F("int", lo=1), "lr": F("num", **POS),
-             "weight_decay": F("num", **NONNEG), "kl_factor": F("num", **NONNEG), "clamp": F("num", **POS),
-             "stop_loss": F("num", **NONNEG), "n_prefix_short": F("int", lo=0), "n_prefix_long": F("int", lo=0),
-             "prefix_len_short": F("int", lo=1), "prefix_len_long": F("int", lo=1), "seed": F("int", nullable=True),
-             "template_start": F("str"), "progress": F("bool")},
-    "ft_wd": {"layer": F("int", True, lo=0), "lr": F("num", True, **POS), "epochs": F("int", True, lo=1),
-              "batch_size": F("int", True, lo=1), "loss_threshold": F("num", True, **NONNEG),
-              "apply_wd_power_law": F("bool"), "wd_power_law": F("nums", nonempty=True),
-              "weight_decay": F("num", **NONNEG), "shuffle": F("bool"), "seed": F("int"), "progress": F("bool")},
-}
-
 
 def _unknown(key: str, known: Mapping[str, Any], where: str) -> ConfigError:
     near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
@@ -171,15 +139,6 @@ def check_block(spec: Mapping[str, F], block: Any, where: str, *, partial: bool 
                 raise ConfigError(f"params: {_join(where, k)}: missing (required)")
 
 
-def check_method_hparams(method: str, hp: dict[str, Any], where: str, *, partial: bool = False) -> None:
-    """One method's hyperparameters (after `by_dataset` merging and `--set` overrides)."""
-    if method not in METHOD_HPARAMS:
-        near = difflib.get_close_matches(method, list(METHOD_HPARAMS), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"params: {where}: unknown method {method!r}; known: {sorted(METHOD_HPARAMS)}{hint}")
-    check_block(METHOD_HPARAMS[method], hp, where, partial=partial, extra=("by_dataset",))
-
-
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Check a whole params mapping; return it unchanged or raise ConfigError naming the dotted key."""
     check_block(TOP, params, "", partial=True)
@@ -199,23 +158,20 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"params: hparams.{model_key}: expected a mapping of methods")
         for method, hp in methods.items():
             where = f"hparams.{model_key}.{method}"
-            check_method_hparams(str(method), hp or {}, where, partial=True)  # required keys: when it runs
+            if hp is not None and not isinstance(hp, dict):
+                raise ConfigError(f"params: {where}: expected a mapping of hyperparameters, got {hp!r}")
             by = (hp or {}).get("by_dataset") or {}
             if not isinstance(by, dict):
                 raise ConfigError(f"params: {where}.by_dataset: expected a mapping of datasets")
             for ds, over in by.items():
                 if ds not in DATASETS:
                     raise _unknown(str(ds), {d: None for d in DATASETS}, f"{where}.by_dataset")
-                check_method_hparams(str(method), over or {}, f"{where}.by_dataset.{ds}", partial=True)
+                if over is not None and not isinstance(over, dict):
+                    raise ConfigError(f"params: {where}.by_dataset.{ds}: expected a mapping, got {over!r}")
     if key not in table:
         raise ConfigError(f"params: model.key {key!r} has no hparams block; known: {sorted(table)}")
     used = list((params.get("edit") or {}).get("methods", [])) + list((params.get("scaling") or {}).get("methods", []))
     for m in used:
-        if m not in METHOD_HPARAMS:
-            raise _unknown(str(m), METHOD_HPARAMS, "edit.methods")
         if m not in table[key]:
             raise ConfigError(f"params: hparams.{key}.{m}: missing (edit.methods or scaling.methods runs it)")
-    if "ablation" in params and "jeep" in table[key]:
-        for v in params["ablation"].get("variants", []):
-            check_value(METHOD_HPARAMS["jeep"]["variant"], v, "ablation.variants[]")
     return params

@@ -57,21 +57,20 @@ class _Session:
     """
 
     def __init__(self, params_path: str, method: str, dataset: str, seed: int | None, overrides: dict[str, Any]):
-        from .config import check_method_hparams
         from .editing.engine import sample_prefixes
-        from .editing.run import method_module
+        from .editing.run import check_params, method_spec
         from .editing.targets import TargetCache
-        from .profiles import covariance_needs
 
         self.params = params = load_params(params_path)
-        method_module(method)  # fail fast on an unknown method
+        check_params(params)
+        self.spec = spec = method_spec(method)
         self.p = p = paths(params)
         self.e = need(params, "edit")
         self.method, self.dataset = method, dataset
         self.seed = int(params.get("seed", 0) if seed is None else seed)
-        self.hp = {**method_hparams(params, method, dataset), **overrides}
-        check_method_hparams(method, overrides, where="--set", partial=True)
-        check_method_hparams(method, self.hp, where=f"hparams.{params['model']['key']}.{method}")
+        self.hp = {**method_hparams(params, method, dataset), **overrides}  # as given: what metrics record
+        spec.hparams.check(overrides, where="--set", partial=True)
+        self.hparams = spec.hparams.from_dict(self.hp, where=f"hparams.{params['model']['key']}.{method}")
         self.overrides = overrides
         known = need(params, "data.datasets")
         if dataset not in known:
@@ -88,9 +87,9 @@ class _Session:
         self.target_ident = {**self.ident, "device": self.device}
         self.runtime = runtime_for(params, self.model)
         self.cov = CovarianceStore(p["stats"], corpus_spec(params), self.ident)
-        self._preflight(covariance_needs(method, self.hp))
+        self._preflight(spec.statistics(self.hparams))
         self.cache = TargetCache(p["targets"])
-        self.prefixes = sample_prefixes(self.model, self.tok, self.seed) if method != "none" else []
+        self.prefixes = sample_prefixes(self.model, self.tok, self.seed) if spec.kind != "unedited" else []
         self._pristine: dict[str, torch.Tensor] | None = None
 
     def _preflight(self, needs: list[tuple[str, int]]) -> None:
@@ -119,7 +118,7 @@ class _Session:
                 key = name if name in self._pristine else f"{name}.weight"
                 if key not in self._pristine:
                     raise RuntimeError(f"{self.method} changed {name}, which is not among the parameters it "
-                                       "declares (profiles.edited_parameters); its original was not kept")
+                                       "declares (its MethodSpec's parameters); its original was not kept")
                 parameter(self.model, name).copy_(self._pristine[key])
 
     def _snapshot(self) -> None:
@@ -127,10 +126,8 @@ class _Session:
 
         Only those: a 7B model's full copy would be 13 GB of host memory; the nine edited matrices are 0.8 GB.
         """
-        from .profiles import edited_parameters
-
         if self._pristine is None:
-            names = edited_parameters(self.method, self.hp, self.arch, self.model)
+            names = self.spec.edited_parameters(self.hparams, self.arch, self.model)
             self._pristine = {n: self.model.get_parameter(n).detach().to("cpu", copy=True) for n in names}
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
@@ -139,9 +136,12 @@ class _Session:
 
         `restore=False` leaves the last chunk's edit in place (nothing uses the model afterwards).
         """
+        from .editing.recipe import EditContext
         from .editing.run import edit
         from .evaluation import evaluate_cases, greedy_continuations
 
+        ctx = EditContext(self.model, self.tok, self.arch, self.cov.get, self.prefixes, self.target_ident,
+                          self.cache, self.runtime)
         out: dict[str, Any] = {"per_case": [], "infos": [], "deltas": {}, "case_study": None,
                                "timing": {"target_seconds": 0.0, "edit_seconds": 0.0, "eval_seconds": 0.0}}
         n_chunks = -(-len(cases) // chunk)
@@ -149,8 +149,7 @@ class _Session:
             self._snapshot()
         for c0 in range(0, len(cases), chunk):
             part = cases[c0:c0 + chunk]
-            res = edit(self.model, self.tok, self.arch, part, self.method, self.hp, self.cov.get, self.prefixes,
-                       self.target_ident, cache=self.cache, runtime=self.runtime)
+            res = edit(ctx, self.method, part, self.hparams)
             t0 = time.time()
             out["per_case"] += evaluate_cases(self.model, self.tok, part, progress=progress,
                                               batch_size=self.runtime.eval_rows)

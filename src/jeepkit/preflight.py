@@ -17,7 +17,7 @@ from typing import Any
 from .memory import (GB, BYTES, Dims, Workload, covariance_bytes, eval_row_bytes, forward_bytes, key_row_bytes,
                      known_dims, plan, probe_row_bytes, target_request_bytes)
 from .params import method_hparams, need
-from .profiles import covariance_needs, expand_runs
+from .profiles import expand_runs
 from .runtime import Runtime
 
 # Peak dense throughput (FLOP/s) by precision; editing runs small batches, hence EFFICIENCY of that peak.
@@ -136,11 +136,14 @@ def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100"
 
 def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w: Workload, weights: float,
                n: int, batch: int, seen: set | None = None) -> StageCost:
+    from .editing.run import method_spec
+
     method, ds = r["method"], r["dataset"]
-    if method == "none":
+    spec = method_spec(method)
+    if spec.kind == "unedited":
         return StageCost(r["stage"], weights, weights + rt.eval_rows * eval_row_bytes(d, w), 0.0,
                          eval_hours=_flops_seconds(n * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params, g, prec) / 3600)
-    hp = {**method_hparams(params, method, ds), **r["overrides"]}
+    hp = spec.hparams.from_dict({**method_hparams(params, method, ds), **r["overrides"]})
     points = [(n, batch)]
     seen = set() if seen is None else seen
     if r["stage"].startswith("scaling@"):
@@ -150,31 +153,31 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
         m_max = int(sc.get("max_edits", n))
         points = [(m * min(int(sc.get("max_chunks", 4)), m_max // m), m) for m in scaling_sizes(m_max)]
     d_k = d.intermediate
-    needs = covariance_needs(method, hp)
+    needs = spec.statistics(hp)
     layers = [l for _, l in needs]
     eval_flops = sum(p_n for p_n, _ in points) * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params
     eval_h = _flops_seconds(eval_flops, g, prec) / 3600
     notes: list[str] = []
-    if method == "rome":
-        steps = int(hp.get("steps", 20))
+    if spec.kind == "sequential":  # ROME
+        steps = int(hp.steps)
         rows = ROME_TEMPLATES + 1
         wl = replace(w, rows_per_request=rows)
-        t = n * steps * rows * w.seq_len * (2 * d.n_params + 4 * (d.n_params - d.params_through(int(hp["layer"]))))
-        keys = n * 2 * rows * w.seq_len * 2 * d.params_through(int(hp["layer"]))
-        peak = weights + target_request_bytes(d, wl, int(hp["layer"])) + 2 * covariance_bytes(d_k, "float64")
+        t = n * steps * rows * w.seq_len * (2 * d.n_params + 4 * (d.n_params - d.params_through(int(hp.layer))))
+        keys = n * 2 * rows * w.seq_len * 2 * d.params_through(int(hp.layer))
+        peak = weights + target_request_bytes(d, wl, int(hp.layer)) + 2 * covariance_bytes(d_k, "float64")
         notes.append("sequential: one request at a time")
         flops = t + keys
     elif method == "ft_wd":
-        epochs = int(hp.get("epochs", 25))
-        layer = int(hp["layer"])
+        epochs = int(hp.epochs)
+        layer = int(hp.layer)
         flops = epochs * n * w.seq_len * (2 * d.n_params + 4 * (d.n_params - d.params_through(layer - 1)))
-        peak = weights + 3 * 4 * d.layer_params + int(hp.get("batch_size", 32)) * w.seq_len * \
+        peak = weights + 3 * 4 * d.layer_params + int(hp.batch_size) * w.seq_len * \
             (d.n_layers - layer) * 16 * d.hidden * d.bytes
         notes.append("Adam state of one layer in float32")
     else:
-        steps = int(hp["steps"])
+        steps = int(hp.steps)
         lowest = min(layers) if layers else 0
-        objectives = _objectives(method, hp)
+        objectives = spec.objectives(hp)
         todo = []
         for obj, cacheable in objectives:
             # the target cache key holds the method (its module's code), the request, seed and objective
@@ -205,18 +208,6 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
         return StageCost(r["stage"], weights, peak, (_flops_seconds(flops, g, prec) + solve_s) / 3600, notes=notes,
                          eval_hours=eval_h)
     return StageCost(r["stage"], weights, peak, _flops_seconds(flops, g, prec) / 3600, notes=notes, eval_hours=eval_h)
-
-
-def _objectives(method: str, hp: dict[str, Any]) -> list[tuple[Any, bool]]:
-    """(objective, cacheable) for each target optimisation the method runs; JEEP `separate` optimises δ*
-    on the low-edited model, so its targets are never reused."""
-    from .editing import jeep
-    from .editing.run import method_module
-
-    if method == "jeep" and jeep.switches(hp)["separate_opt"]:
-        sw = jeep.switches(hp)
-        return [(jeep._objective(hp, (jeep._delta_low(hp),)), True), (jeep._objective(hp, (jeep._delta_high(hp, sw),)), False)]
-    return [(method_module(method).objective(hp), True)]
 
 
 def host_overhead(d: Dims) -> float:

@@ -48,27 +48,6 @@ def profile_params(params: dict[str, Any], profile: str | Path | None, model_key
     return params
 
 
-def covariance_needs(method: str, hp: dict[str, Any]) -> list[tuple[str, int]]:
-    """(role, layer) pairs whose covariance a method needs."""
-    if method in ("memit", "pmet", "alphaedit"):
-        return [("mlp_out", l) for l in hp["layers"]]
-    if method == "jeep":
-        from .editing import jeep
-
-        return [(r.edit_role, l) for r in jeep.regions(hp) for l in r.layers]
-    if method == "rome":
-        return [("mlp_out", hp["layer"])]
-    return []
-
-
-def edited_parameters(method: str, hp: dict[str, Any], arch, model) -> list[str]:
-    """Full names of the parameters `method` may change (what a chunked run must be able to restore)."""
-    if method == "ft_wd":
-        prefix = arch.name("layer", int(hp["layer"])) + "."
-        return [n for n, _ in model.named_parameters() if n.startswith(prefix)]
-    return [arch.name(role, layer) + ".weight" for role, layer in covariance_needs(method, hp)]
-
-
 def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every edit run the DAG contains, with its resolved hyperparameters."""
     seeds = params.get("seeds", [params.get("seed", 0)])
@@ -97,9 +76,10 @@ def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
 def dry_run(params: dict[str, Any]) -> dict[str, Any]:
     """Validate every run of a profile; raise ConfigError listing all problems, else return a summary."""
     from .config import validate_params
-    from .editing import run as run_mod
+    from .editing.run import check_params, method_spec
 
     validate_params(params)
+    check_params(params)
     key = need(params, "model.key")
     depth = params["model"].get("n_layers") or KNOWN_DEPTH.get(key)
     if depth is None:
@@ -109,21 +89,19 @@ def dry_run(params: dict[str, Any]) -> dict[str, Any]:
     problems, runs = [], expand_runs(params)
     for r in runs:
         try:
-            mod = run_mod.method_module(r["method"])
-            hp = {**method_hparams(params, r["method"], r["dataset"]), **r["overrides"]}
-            if mod is not None and hasattr(mod, "regions"):
-                obj = mod.objective(hp)
+            spec = method_spec(r["method"])
+            hp = spec.hparams.from_dict({**method_hparams(params, r["method"], r["dataset"]), **r["overrides"]},
+                                        f"hparams.{key}.{r['method']}")
+            for obj, _ in (spec.objectives(hp) if spec.objectives else []):
                 for d in obj.deltas:
                     if not 0 <= d.layer < depth:
                         problems.append(f"{r['stage']}: delta {d.name} at layer {d.layer} outside 0..{depth - 1}")
-                mod.regions(hp)
-            for role, layer in covariance_needs(r["method"], hp):
+            for layer in spec.touched_layers(hp, depth):
                 if not 0 <= layer < depth:
                     problems.append(f"{r['stage']}: layer {layer} outside 0..{depth - 1}")
-                if layer not in stats_layers or role not in stats_roles:
+            for role, layer in spec.statistics(hp):
+                if 0 <= layer < depth and (layer not in stats_layers or role not in stats_roles):
                     problems.append(f"{r['stage']}: needs covariance of {role}@{layer}; add it to stats.layers/modules")
-            if r["method"] == "ft_wd" and not 0 <= hp["layer"] < depth:
-                problems.append(f"{r['stage']}: FT layer {hp['layer']} outside 0..{depth - 1}")
         except (ConfigError, KeyError) as e:
             problems.append(f"{r['stage']}: {type(e).__name__}: {e}")
     if problems:

@@ -31,8 +31,9 @@ class Runtime:
             if f.name != "solve_on" and v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"params: run.{f.name}: must be a positive integer, got {v!r}")
 
-    def target_batch(self, hp: dict[str, Any]) -> int:
-        return int(self.target_requests or hp.get("target_batch", 8))
+    def target_batch(self, hp: Any) -> int:
+        """Requests per target pass: run.target_requests, else the method's `target_batch`, else 8."""
+        return int(self.target_requests or getattr(hp, "target_batch", None) or 8)
 
     def with_(self, **kw: Any) -> "Runtime":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})

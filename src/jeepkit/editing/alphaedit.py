@@ -7,20 +7,31 @@ C = E[kkᵀ] whose eigenvalues are below `nullspace_threshold`, and
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import torch
 
 from . import memit
 from .engine import Objective, Region
+from .hparams import NONNEG, POS, knob
+from .recipe import EditContext, EditResult, optimise_and_apply
+from .spec import MethodSpec
 
 
-def objective(hp: dict[str, Any]) -> Objective:
-    return memit.objective(hp)
+@dataclass(frozen=True, kw_only=True)
+class Hparams(memit.Hparams):
+    method: ClassVar[str] = "alphaedit"
+    nullspace_threshold: float = knob("num", 2e-2, **POS)
+    l2: float = knob("num", 10.0, **NONNEG)
 
 
-def regions(hp: dict[str, Any]) -> list[Region]:
-    return memit.regions(hp)
+def objective(hp: Any) -> Objective:
+    return memit.objective(Hparams.coerce(hp))
+
+
+def regions(hp: Any) -> list[Region]:
+    return memit.regions(Hparams.coerce(hp))
 
 
 def null_space_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -46,6 +57,16 @@ def solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, *, null
     return torch.linalg.solve(A, P @ K @ R.T).T
 
 
-def solver_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
-    return {"nullspace_threshold": hp.get("nullspace_threshold", 2e-2), "l2": hp.get("l2", 10.0),
-            "projector_cache": {}}
+def solver_kwargs(hp: Any) -> dict[str, Any]:
+    """The solve's settings, with a fresh projector cache (one eigendecomposition per module and edit)."""
+    hp = Hparams.coerce(hp)
+    return {"nullspace_threshold": hp.nullspace_threshold, "l2": hp.l2, "projector_cache": {}}
+
+
+def edit(ctx: EditContext, cases: Sequence, hp: Hparams) -> EditResult:
+    return optimise_and_apply(ctx, cases, objective(hp), regions(hp), hp, label="alphaedit", solver=solve,
+                              solver_kwargs=solver_kwargs(hp))
+
+
+SPEC = MethodSpec("alphaedit", "AlphaEdit", "closed_form", Hparams, edit, statistics=memit.statistics,
+                  objectives=lambda hp: [(objective(hp), True)])

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -42,32 +43,33 @@ from ..errors import ConfigError, OptimisationError
 from ..forward import final_hidden
 from ..models import Arch
 from ..tokens import Located, locate_template, pad_id, right_pad
+from .hparams import NONNEG, POS, HParams, knob
+from .recipe import EditContext, EditResult
+from .spec import MethodSpec
 
 WD_POWER_LAW = (-0.87028798, 0.15589562)
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 5e-5,
-    "epochs": 25,
-    "batch_size": 32,
-    "loss_threshold": 0.1,
-    "apply_wd_power_law": False,
-    "wd_power_law": WD_POWER_LAW,  # (exponent, log-scale)
-    "weight_decay": 0.0,  # used when the power law is off (the reference's effective value)
-    "shuffle": False,
-    "seed": 0,
-    "progress": True,
-}
+@dataclass(frozen=True, kw_only=True)
+class Hparams(HParams):
+    method: ClassVar[str] = "ft_wd"
+    layer: int = knob("int", lo=0)
+    lr: float = knob("num", 5e-5, **POS)
+    epochs: int = knob("int", 25, lo=1)
+    batch_size: int = knob("int", 32, lo=1)
+    loss_threshold: float = knob("num", 0.1, **NONNEG)
+    apply_wd_power_law: bool = knob("bool", False)
+    wd_power_law: tuple[float, ...] = knob("nums", WD_POWER_LAW, nonempty=True)  # (exponent, log-scale)
+    weight_decay: float = knob("num", 0.0, **NONNEG)  # used when the power law is off (the reference's value)
+    shuffle: bool = knob("bool", False)
+    seed: int = knob("int", 0)
+    progress: bool = knob("bool", True)
 
 
-def resolve_hp(hp: dict[str, Any], arch: Arch | None = None) -> dict[str, Any]:
-    if "layer" not in hp:
-        raise ConfigError("ft_wd: hyperparameter 'layer' is required (the decoder layer to fine-tune)")
-    out = {**DEFAULTS, **hp}
-    out["layer"] = int(out["layer"])
+def resolve_hp(hp: Any, arch: Arch | None = None) -> dict[str, Any]:
+    """Every hyperparameter (defaults from `Hparams`) as a mapping; the layer checked against `arch`."""
+    out = Hparams.coerce(hp).as_dict()
     if arch is not None and not 0 <= out["layer"] < arch.n_layers:
         raise ConfigError(f"ft_wd: layer {out['layer']} outside the model's 0..{arch.n_layers - 1}")
-    if int(out["batch_size"]) < 1 or int(out["epochs"]) < 0:
-        raise ConfigError("ft_wd: batch_size must be ≥ 1 and epochs ≥ 0")
     return out
 
 
@@ -77,10 +79,11 @@ def power_law_weight_decay(n_edits: int, law: Sequence[float] = WD_POWER_LAW) ->
     return float(n_edits ** a * math.exp(b))
 
 
-def weight_decay(hp: dict[str, Any], n_edits: int) -> float:
-    if hp.get("apply_wd_power_law", False):
-        return power_law_weight_decay(n_edits, tuple(hp.get("wd_power_law", WD_POWER_LAW)))
-    return float(hp.get("weight_decay", 0.0) or 0.0)
+def weight_decay(hp: Any, n_edits: int) -> float:
+    hp = resolve_hp(hp)
+    if hp["apply_wd_power_law"]:
+        return power_law_weight_decay(n_edits, tuple(hp["wd_power_law"]))
+    return float(hp["weight_decay"] or 0.0)
 
 
 def trained_parameters(model: nn.Module, arch: Arch, layer: int) -> dict[str, nn.Parameter]:
@@ -108,12 +111,9 @@ def batch_loss(model: nn.Module, tok, locs: Sequence[Located]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[str, Any], *,
-         cov: Callable[[str], torch.Tensor] | None = None, prefixes: Sequence[str] = (),
-         model_identity: dict[str, Any] | None = None, cache=None, runtime=None) -> "EditResult":
-    """Fine-tune layer hp["layer"] on `cases` in place; `cov`, `prefixes` and `cache` are unused."""
-    from .run import EditResult
-
+def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Any) -> EditResult:
+    """Fine-tune layer hp["layer"] on `cases` in place; covariance, prefixes and cache are unused."""
+    model, tok, arch = ctx.model, ctx.tok, ctx.arch
     hp = resolve_hp(hp, arch)
     t0 = time.time()
     params = trained_parameters(model, arch, hp["layer"])
@@ -183,3 +183,12 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
             "n_batches_per_epoch": math.ceil(n / bs), "final_loss": epoch_losses[-1] if epoch_losses else None,
             "trained_parameters": sorted(params), "n_trained_elements": sum(p.numel() for p in params.values())}
     return EditResult(deltas=deltas, info=info)
+
+
+def _parameters(hp: Hparams, arch: Arch, model: nn.Module) -> list[str]:
+    prefix = arch.name("layer", int(hp.layer)) + "."
+    return [n for n, _ in model.named_parameters() if n.startswith(prefix)]
+
+
+SPEC = MethodSpec("ft_wd", "FT-WD", "gradient", Hparams, edit, parameters=_parameters,
+                  layers=lambda hp, depth: [hp.layer])

@@ -15,14 +15,15 @@ the MLP output for both; `resid_paper` uses the layer output h, as the paper's e
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
-
-import torch
-from torch import nn
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 from ..data.schema import EditCase
 from ..errors import ConfigError
 from .engine import DeltaSpec, Objective, Region
+from .hparams import NONNEG, POS, HParams, knob
+from .recipe import EditContext, EditResult, optimise_and_apply
+from .spec import MethodSpec
 
 HIGH_ANCHORS = {  # δ* anchor role, role `cur` is read from in Step 3
     "attn_as_released": ("attn", "mlp"),
@@ -42,18 +43,45 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mhsa_step3": {"high_target_module": "attn"},                   # Step 3 edits the attention output matrix
 }
 
-SWITCH_DEFAULTS = {"optimize_low": True, "optimize_high": True, "update_low": True, "update_high": True,
-                   "separate_opt": False, "spread_low": "sqrt", "spread_high": "linear", "high_target_module": "mlp"}
+SWITCHES = ("optimize_low", "optimize_high", "update_low", "update_high", "separate_opt", "spread_low",
+            "spread_high", "high_target_module")
+SPREADS = ("sqrt", "linear")
 
 
-def switches(hp: dict[str, Any]) -> dict[str, Any]:
-    variant = hp.get("variant", "full")
-    if variant not in VARIANTS:
-        raise ConfigError(f"jeep: unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
-    sw = {**SWITCH_DEFAULTS, **VARIANTS[variant]}
-    sw.update({k: hp[k] for k in SWITCH_DEFAULTS if k in hp and k not in VARIANTS[variant]})
-    if hp.get("high_anchor", "attn_as_released") not in HIGH_ANCHORS:
-        raise ConfigError(f"jeep: unknown high_anchor {hp.get('high_anchor')!r}; expected {sorted(HIGH_ANCHORS)}")
+@dataclass(frozen=True, kw_only=True)
+class Hparams(HParams):
+    method: ClassVar[str] = "jeep"
+    layers_low: tuple[int, ...] = knob("ints", lo=0, nonempty=True)
+    layers_high: tuple[int, ...] = knob("ints", lo=0, nonempty=True)
+    clamp_low: float = knob("num", **POS)
+    clamp_high: float = knob("num", **POS)
+    lambda_low: float = knob("num", **POS)
+    lambda_high: float = knob("num", **POS)
+    weight_decay_low: float = knob("num", **NONNEG)
+    weight_decay_high: float = knob("num", **NONNEG)
+    kl_factor_low: float = knob("num", **NONNEG)
+    lr: float = knob("num", **POS)
+    steps: int = knob("int", lo=1)
+    min_prob: float = knob("num", 0.9, gt=0.0, hi=1.0)
+    target_batch: int | None = knob("int", None, lo=1, nullable=True)
+    key_averaging: str = knob("str", "grouped", choices=("grouped", "uniform"))
+    high_anchor: str = knob("str", "attn_as_released", choices=tuple(HIGH_ANCHORS))
+    variant: str = knob("str", "full", choices=tuple(VARIANTS))
+    # the switches a variant sets (a variant's own settings win over these)
+    optimize_low: bool = knob("bool", True)
+    optimize_high: bool = knob("bool", True)
+    update_low: bool = knob("bool", True)
+    update_high: bool = knob("bool", True)
+    separate_opt: bool = knob("bool", False)
+    spread_low: str = knob("str", "sqrt", choices=SPREADS)
+    spread_high: str = knob("str", "linear", choices=SPREADS)
+    high_target_module: str = knob("str", "mlp", choices=("mlp", "attn"))
+
+
+def switches(hp: Any) -> dict[str, Any]:
+    hp = Hparams.coerce(hp)
+    sw = {k: getattr(hp, k) for k in SWITCHES}
+    sw.update(VARIANTS[hp.variant])
     if sw["high_target_module"] not in ("mlp", "attn"):
         raise ConfigError(f"jeep: high_target_module must be mlp or attn, not {sw['high_target_module']!r}")
     if not (sw["optimize_low"] or sw["optimize_high"]):
@@ -61,48 +89,50 @@ def switches(hp: dict[str, Any]) -> dict[str, Any]:
     return sw
 
 
-def _delta_low(hp: dict[str, Any]) -> DeltaSpec:
-    return DeltaSpec("low", role="mlp", layer=max(hp["layers_low"]), position="subject_last",
-                     clamp=hp["clamp_low"], weight_decay=hp["weight_decay_low"])
+def _delta_low(hp: Hparams) -> DeltaSpec:
+    return DeltaSpec("low", role="mlp", layer=max(hp.layers_low), position="subject_last",
+                     clamp=hp.clamp_low, weight_decay=hp.weight_decay_low)
 
 
-def _delta_high(hp: dict[str, Any], sw: dict[str, Any]) -> DeltaSpec:
-    role = "attn" if sw["high_target_module"] == "attn" else HIGH_ANCHORS[hp.get("high_anchor", "attn_as_released")][0]
-    return DeltaSpec("high", role=role, layer=max(hp["layers_high"]), position="prompt_last",
-                     clamp=hp["clamp_high"], weight_decay=hp["weight_decay_high"])
+def _delta_high(hp: Hparams, sw: dict[str, Any]) -> DeltaSpec:
+    role = "attn" if sw["high_target_module"] == "attn" else HIGH_ANCHORS[hp.high_anchor][0]
+    return DeltaSpec("high", role=role, layer=max(hp.layers_high), position="prompt_last",
+                     clamp=hp.clamp_high, weight_decay=hp.weight_decay_high)
 
 
-def _objective(hp: dict[str, Any], deltas: tuple[DeltaSpec, ...]) -> Objective:
-    return Objective(deltas=deltas, lr=hp["lr"], steps=hp["steps"], kl_factor=hp["kl_factor_low"],
-                     stop_rule="prob", stop_value=hp.get("min_prob", 0.9))
+def _objective(hp: Hparams, deltas: tuple[DeltaSpec, ...]) -> Objective:
+    return Objective(deltas=deltas, lr=hp.lr, steps=hp.steps, kl_factor=hp.kl_factor_low,
+                     stop_rule="prob", stop_value=hp.min_prob)
 
 
-def objective(hp: dict[str, Any]) -> Objective:
+def objective(hp: Any) -> Objective:
     """The joint Step-1 objective (shared, hence cached, by full, w/o Step 2, w/o Step 3, even spread)."""
+    hp = Hparams.coerce(hp)
     sw = switches(hp)
     deltas = ((_delta_low(hp),) if sw["optimize_low"] else ()) + ((_delta_high(hp, sw),) if sw["optimize_high"] else ())
     return _objective(hp, deltas)
 
 
-def region_low(hp: dict[str, Any], sw: dict[str, Any]) -> Region:
-    layers = tuple(hp["layers_low"])
+def region_low(hp: Hparams, sw: dict[str, Any]) -> Region:
+    layers = tuple(hp.layers_low)
     return Region("low", layers, target="low", key_position="subject_last", cur_role="mlp",
-                  cur_layer=max(layers), lam=hp["lambda_low"], spread=sw["spread_low"])
+                  cur_layer=max(layers), lam=hp.lambda_low, spread=sw["spread_low"])
 
 
-def region_high(hp: dict[str, Any], sw: dict[str, Any]) -> Region:
-    layers = tuple(hp["layers_high"])
+def region_high(hp: Hparams, sw: dict[str, Any]) -> Region:
+    layers = tuple(hp.layers_high)
     if sw["high_target_module"] == "attn":  # w/ MHSA: edit o_proj/out_proj; cur is the attention output
         return Region("high", layers, target="high", key_position="prompt_last", cur_role="attn",
-                      cur_layer=max(layers), lam=hp["lambda_high"], spread=sw["spread_high"], edit_role="attn_out")
-    cur_role = HIGH_ANCHORS[hp.get("high_anchor", "attn_as_released")][1]
+                      cur_layer=max(layers), lam=hp.lambda_high, spread=sw["spread_high"], edit_role="attn_out")
+    cur_role = HIGH_ANCHORS[hp.high_anchor][1]
     return Region("high", layers, target="high", key_position="prompt_last", cur_role=cur_role,
-                  cur_layer=max(layers), lam=hp["lambda_high"], spread=sw["spread_high"])
+                  cur_layer=max(layers), lam=hp.lambda_high, spread=sw["spread_high"])
 
 
-def regions(hp: dict[str, Any]) -> list[Region]:
+def regions(hp: Any) -> list[Region]:
+    hp = Hparams.coerce(hp)
     sw = switches(hp)
-    shared = set(hp["layers_low"]) & set(hp["layers_high"])
+    shared = set(hp.layers_low) & set(hp.layers_high)
     if shared and sw["update_low"] and sw["update_high"] and sw["high_target_module"] == "mlp":
         # Two rounded additions to one matrix could not be stored as one exactly re-appliable delta.
         raise ConfigError(f"jeep: layers_low and layers_high overlap at {sorted(shared)}; use disjoint regions")
@@ -116,23 +146,16 @@ def regions(hp: dict[str, Any]) -> list[Region]:
     return out
 
 
-def edit(model: nn.Module, tok, arch, cases: Sequence[EditCase], hp: dict[str, Any], *,
-         cov: Callable[[str], torch.Tensor], prefixes: Sequence[str], model_identity: dict[str, Any], cache=None,
-         runtime=None):
+def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult:
     """Joint variants: Step 1 then Steps 2-3. `separate`: δ′ → Step 2, then δ* on the low-edited model → Step 3."""
-    from ..runtime import DEFAULT
-    from .run import EditResult, optimise_and_apply  # run imports this module
-
-    rt = runtime or DEFAULT
     sw = switches(hp)
     if not sw["separate_opt"]:
-        return optimise_and_apply(model, tok, arch, cases, objective(hp), regions(hp), cov, prefixes,
-                                  model_identity, cache, hp=hp, label="jeep", runtime=rt)
-    low = optimise_and_apply(model, tok, arch, cases, _objective(hp, (_delta_low(hp),)), [region_low(hp, sw)],
-                             cov, prefixes, model_identity, cache, hp=hp, label="jeep δ′", runtime=rt)
+        return optimise_and_apply(ctx, cases, objective(hp), regions(hp), hp, label="jeep")
+    low = optimise_and_apply(ctx, cases, _objective(hp, (_delta_low(hp),)), [region_low(hp, sw)], hp,
+                             label="jeep δ′")
     # δ* is optimised on the model edited in Step 2: its targets are not reusable, hence no cache.
-    high = optimise_and_apply(model, tok, arch, cases, _objective(hp, (_delta_high(hp, sw),)),
-                              [region_high(hp, sw)], cov, prefixes, None, None, hp=hp, label="jeep δ*", runtime=rt)
+    high = optimise_and_apply(ctx.uncached(), cases, _objective(hp, (_delta_high(hp, sw),)), [region_high(hp, sw)],
+                              hp, label="jeep δ*")
     deltas = dict(low.deltas)
     for k, v in high.deltas.items():
         deltas[k] = deltas.get(k, 0) + v
@@ -140,3 +163,19 @@ def edit(model: nn.Module, tok, arch, cases: Sequence[EditCase], hp: dict[str, A
     info["target_seconds"] = low.info["target_seconds"] + high.info["target_seconds"]
     info["edit_seconds"] = low.info["edit_seconds"] + high.info["edit_seconds"]
     return EditResult(deltas=deltas, info=info)
+
+
+def statistics(hp: Any) -> list[tuple[str, int]]:
+    return [(r.edit_role, l) for r in regions(hp) for l in r.layers]
+
+
+def objectives(hp: Any) -> list[tuple[Objective, bool]]:
+    """(objective, cacheable): `separate` optimises δ* on the low-edited model, so those targets are never reused."""
+    hp = Hparams.coerce(hp)
+    sw = switches(hp)
+    if sw["separate_opt"]:
+        return [(_objective(hp, (_delta_low(hp),)), True), (_objective(hp, (_delta_high(hp, sw),)), False)]
+    return [(objective(hp), True)]
+
+
+SPEC = MethodSpec("jeep", "JEEP", "closed_form", Hparams, edit, statistics=statistics, objectives=objectives)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -52,30 +52,32 @@ from ..errors import ConfigError, OptimisationError
 from ..io import stable_hash
 from ..models import Arch, get_module
 from .engine import DeltaSpec, Objective, optimise_targets, read_keys_and_cur, sample_prefixes
+from .hparams import NONNEG, POS, HParams, knob
+from .recipe import EditContext, EditResult
+from .spec import MethodSpec
 
-DEFAULTS: dict[str, Any] = {
-    "steps": 20,
-    "lr": 0.5,
-    "weight_decay": 0.5,
-    "kl_factor": 0.0625,
-    "clamp": 4.0,
-    "stop_loss": 0.05,
-    "n_prefix_short": 10,
-    "n_prefix_long": 10,
-    "prefix_len_short": 5,
-    "prefix_len_long": 10,
-    "template_start": "<|endoftext|>",
-    "seed": None,
-    "progress": True,
-}
+@dataclass(frozen=True, kw_only=True)
+class Hparams(HParams):
+    method: ClassVar[str] = "rome"
+    layer: int = knob("int", lo=0)
+    steps: int = knob("int", 20, lo=1)
+    lr: float = knob("num", 0.5, **POS)
+    weight_decay: float = knob("num", 0.5, **NONNEG)
+    kl_factor: float = knob("num", 0.0625, **NONNEG)
+    clamp: float = knob("num", 4.0, **POS)
+    stop_loss: float = knob("num", 0.05, **NONNEG)
+    n_prefix_short: int = knob("int", 10, lo=0)
+    n_prefix_long: int = knob("int", 10, lo=0)
+    prefix_len_short: int = knob("int", 5, lo=1)
+    prefix_len_long: int = knob("int", 10, lo=1)
+    template_start: str = knob("str", "<|endoftext|>")
+    seed: int | None = knob("int", None, nullable=True)  # None: derived from the run's prefixes
+    progress: bool = knob("bool", True)
 
 
-def resolve_hp(hp: dict[str, Any], arch: Arch | None = None) -> dict[str, Any]:
-    """hp with defaults filled in; `layer` is required."""
-    if "layer" not in hp:
-        raise ConfigError("rome: hyperparameter 'layer' is required (the MLP layer to edit)")
-    out = {**DEFAULTS, **hp}
-    out["layer"] = int(out["layer"])
+def resolve_hp(hp: Any, arch: Arch | None = None) -> dict[str, Any]:
+    """Every hyperparameter (defaults from `Hparams`) as a mapping; the layer checked against `arch`."""
+    out = Hparams.coerce(hp).as_dict()
     if arch is not None and not 0 <= out["layer"] < arch.n_layers:
         raise ConfigError(f"rome: layer {out['layer']} outside the model's 0..{arch.n_layers - 1}")
     return out
@@ -214,12 +216,9 @@ def apply_sequential(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase
     return deltas, updates
 
 
-def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[str, Any], *,
-         cov: Callable[[str], torch.Tensor], prefixes: Sequence[str], model_identity: dict[str, Any] | None = None,
-         cache=None, runtime=None) -> "EditResult":
-    """Sequential ROME on `cases` (in order), in place. `cache` is ignored (see the module docstring)."""
-    from .run import EditResult
-
+def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Any) -> EditResult:
+    """Sequential ROME on `cases` (in order), in place. The target cache is unused (see the module docstring)."""
+    model, tok, arch, prefixes, runtime = ctx.model, ctx.tok, ctx.arch, ctx.prefixes, ctx.runtime
     hp = resolve_hp(hp, arch)
     t0 = time.time()
     seed = template_seed(hp, prefixes)
@@ -227,7 +226,7 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
     t_templates = time.time() - t0
     module = arch.name("mlp_out", hp["layer"])
     solve_dev = "cpu" if runtime is not None and runtime.solve_on == "cpu" else get_module(model, module).weight.device
-    c_inv = inverse_cov(cov, module, solve_dev)
+    c_inv = inverse_cov(ctx.cov, module, solve_dev)
     deltas, updates = apply_sequential(model, tok, arch, cases, hp, templates, c_inv, keep_vectors=False)
 
     def mean(key: str) -> float | None:
@@ -242,3 +241,6 @@ def edit(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], hp: dict[
             "mean_residual_norm": mean("residual_norm"), "mean_right_norm": mean("right_norm"),
             "mean_k_dot_u": mean("k_dot_u")}
     return EditResult(deltas=deltas, info=info)
+
+
+SPEC = MethodSpec("rome", "ROME", "sequential", Hparams, edit, statistics=lambda hp: [("mlp_out", hp.layer)])

@@ -1,0 +1,75 @@
+"""What every editor is handed and returns, and the routine the locate-then-edit methods share.
+
+`EditContext` carries what an edit needs besides the cases and hyperparameters: the model, tokenizer
+and architecture, the covariance lookup, the context prefixes, the model's identity (for target cache
+keys) and the cache, and how (not what) to compute. `optimise_and_apply` is the two engine calls MEMIT,
+PMET, AlphaEdit and JEEP are made of: targets (cached), then closed-form regions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..data.schema import EditCase
+from ..errors import ConfigError
+from ..runtime import DEFAULT, Runtime
+from .engine import Objective, Region, Solver, apply_regions, memit_solve, optimise_targets_batch
+from .targets import TargetCache, target_key
+
+
+def no_statistics(module: str) -> torch.Tensor:
+    raise ConfigError(f"this edit was given no covariance statistics, and it needs those of {module}")
+
+
+@dataclass(frozen=True)
+class EditContext:
+    model: nn.Module
+    tok: Any
+    arch: Any
+    cov: Callable[[str], torch.Tensor] = no_statistics  # module name -> E[kkᵀ] of its input
+    prefixes: Sequence[str] = ()  # context prefixes of the run (its seed's)
+    model_identity: dict[str, Any] | None = None  # None: targets are not cacheable (the model is already edited)
+    cache: TargetCache | None = None
+    runtime: Runtime = DEFAULT
+
+    def uncached(self) -> "EditContext":
+        """The same context for targets optimised on an already edited model, which no key could name."""
+        return replace(self, model_identity=None, cache=None)
+
+
+@dataclass
+class EditResult:
+    deltas: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def optimise_and_apply(ctx: EditContext, cases: Sequence[EditCase], objective: Objective,
+                       regions: Sequence[Region], hp: Any, *, label: str, solver: Solver = memit_solve,
+                       solver_kwargs: dict[str, Any] | None = None) -> EditResult:
+    """Targets for `objective` (from the cache when the context has one), then `regions` applied in order.
+
+    `label`'s first word names the method in the target key (its module's code is part of the key).
+    """
+    cache = ctx.cache if (ctx.cache is not None and ctx.model_identity is not None) else TargetCache(None)
+    t0 = time.time()
+    method = label.split()[0]
+    keys = [target_key(ctx.model_identity or {}, c, objective, ctx.prefixes, method=method) for c in cases]
+    results = cache.get_or_compute(
+        keys, lambda idx: optimise_targets_batch(ctx.model, ctx.tok, ctx.arch, [cases[i] for i in idx], objective,
+                                                 ctx.prefixes),
+        batch=ctx.runtime.target_batch(hp), desc=f"{label}: targets")
+    t_targets = time.time() - t0
+    targets = {name: torch.stack([r.z[name] for r in results]) for name in results[0].z}
+    deltas, diag = apply_regions(ctx.model, ctx.tok, ctx.arch, cases, regions, targets, ctx.cov, ctx.prefixes,
+                                 solver=solver, grouping=hp.key_averaging, solver_kwargs=solver_kwargs,
+                                 solve_on=ctx.runtime.solve_on, key_batch_rows=ctx.runtime.key_rows)
+    info = {"target_seconds": round(t_targets, 2), "edit_seconds": round(time.time() - t0, 2),
+            "target_cache_hits": cache.hits, "target_cache_misses": cache.misses,
+            "mean_target_prob": sum(r.info.get("target_prob", 0) for r in results) / len(results),
+            "mean_opt_steps": sum(r.info.get("steps", 0) for r in results) / len(results), **diag}
+    return EditResult(deltas=deltas, info=info)
