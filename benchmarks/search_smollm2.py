@@ -38,6 +38,7 @@ GRIDS = {
     "memit": {"clamp": [0.9, 2.0], "lambda": [4000, 15000]},
     "ft_wd": {"lr": [5e-5, 5e-4, 5e-3]},
     "rome": {"layer": [4, 6, 8]},
+    "kne": {"p": [0.01, 0.03], "lr": [0.01, 0.05]},
 }
 
 TRAIN_SPLITS = {"counterfact": "counterfact/counterfact-train.json", "zsre": "zsre/zsre_mend_train-1k.json"}

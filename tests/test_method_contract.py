@@ -37,6 +37,7 @@ TINY = {  # a 4-layer model's settings for every registered method; a new method
     "jeep": {"layers_low": [0, 1], "layers_high": [3], "clamp_low": 4.0, "clamp_high": 2.0, "lambda_low": 10.0,
              "lambda_high": 10.0, "weight_decay_low": 0.5, "weight_decay_high": 0.5, "kl_factor_low": 0.0625,
              "lr": 0.5, "steps": 3},
+    "kne": {"p": 0.05, "m": 2, "steps": 3},
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from ..data.schema import EditCase
 from ..config import check_value
 from ..errors import ConfigError
-from . import alphaedit, ft_wd, jeep, memit, pmet, rome
+from . import alphaedit, ft_wd, jeep, kne, memit, pmet, rome
 from .hparams import NoHParams
 from .recipe import EditContext, EditResult
 from .spec import MethodSpec
@@ -26,7 +26,7 @@ def _unedited(ctx: EditContext, cases: Sequence[EditCase], hp: Any) -> EditResul
 NONE = MethodSpec("none", "Unedited", "unedited", NoHParams, _unedited)
 
 METHODS: Mapping[str, MethodSpec] = {s.name: s for s in (
-    NONE, ft_wd.SPEC, rome.SPEC, memit.SPEC, pmet.SPEC, alphaedit.SPEC, jeep.SPEC,
+    NONE, ft_wd.SPEC, rome.SPEC, memit.SPEC, pmet.SPEC, alphaedit.SPEC, jeep.SPEC, kne.SPEC,
 )}
 
 
