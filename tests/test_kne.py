@@ -66,10 +66,10 @@ class _swap:
 
 def test_attribution_is_the_integrated_gradient(tiny_model):
     model, tok, arch = tiny_model
-    h = hp(m=3, attribution_rows=5)  # rows of different layers share a pass
+    h = hp(m=3)
     names = kne.target_names(h, arch, range(arch.n_layers))
     locs = [locate_template(tok, c.prompt, c.subject, answer=c.target_new) for c in CASES]
-    got = kne.attribution(model, tok, locs, names, h, progress=False)
+    got = kne.attribution(model, tok, locs, names, h, rows_per_pass=5, progress=False)  # layers share a pass
     for name, a in zip(names, got):
         ref = by_hand(model, tok, CASES, name, 3)
         torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-7)
@@ -131,3 +131,15 @@ def test_module_choice_and_unknown_key(tiny_model):
             kne.target_names(hp(module="gate"), arch, [0])
     with pytest.raises(ConfigError, match="did you mean 'alpha'"):
         kne.Hparams.coerce({"alpah": 1.0})
+
+
+def test_rows_per_pass_does_not_change_the_edit(tiny_model):
+    """run.grad_rows only splits the passes: attribution and the accumulated loss are the same sums."""
+    from jeepkit.runtime import Runtime
+
+    model, tok, arch = tiny_model
+    one = kne.edit(EditContext(copy.deepcopy(model), tok, arch, runtime=Runtime(grad_rows=1)), CASES, hp(steps=5))
+    all_ = kne.edit(EditContext(copy.deepcopy(model), tok, arch, runtime=Runtime(grad_rows=64)), CASES, hp(steps=5))
+    assert one.info["neurons_per_layer"] == all_.info["neurons_per_layer"]
+    for k in one.deltas:
+        torch.testing.assert_close(one.deltas[k], all_.deltas[k], rtol=1e-4, atol=1e-6)

@@ -166,7 +166,8 @@ def plan(d: Dims, budget: float, rt, params: dict[str, Any] | None = None, w: Wo
     lowest = _lowest_delta_layer(params, d)
     need = {"target_requests": target_request_bytes(d, w, lowest), "key_rows": key_row_bytes(d, w),
             "eval_rows": eval_row_bytes(d, w), "probe_rows": probe_row_bytes(d, w),
-            "stats_tokens": stats_token_bytes(d, 2048, 9)}
+            "stats_tokens": stats_token_bytes(d, 2048, 9),
+            "grad_rows": train_bytes(d, w.seq_len, w.seq_len, 0) + logits_bytes(d, w.answer_tokens, grad=True)}
     if free < max(need.values()):
         worst = max(need, key=need.get)
         raise ConfigError(f"params: run.memory_budget_gb: {budget / GB:.3g} GB leaves {max(free, 0) / GB:.3g} GB "

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .memory import (GB, BYTES, Dims, Workload, covariance_bytes, eval_row_bytes, forward_bytes, key_row_bytes,
-                     known_dims, plan, probe_row_bytes, target_request_bytes, train_bytes)
+                     known_dims, logits_bytes, plan, probe_row_bytes, target_request_bytes, train_bytes)
 from .params import method_hparams, need
 from .profiles import expand_runs
 from .runtime import Runtime
@@ -176,10 +176,10 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
             (d.n_layers - layer) * 16 * d.hidden * d.bytes
         notes.append("Adam state of one layer in float32")
     elif spec.passes is not None:  # other gradient methods: their own count of forward + backward passes
-        n_pass, rows = spec.passes(hp, n, d.n_layers)
+        n_pass = spec.passes(hp, n, d.n_layers)
         flops = n_pass * w.seq_len * 6 * d.n_params
-        peak = weights + train_bytes(d, rows * w.seq_len, w.seq_len, 0)
-        notes.append(f"{n_pass:.0f} forward+backward passes, {rows} per batch")
+        peak = weights + rt.grad_rows * (train_bytes(d, w.seq_len, w.seq_len, 0) + logits_bytes(d, w.answer_tokens, grad=True))
+        notes.append(f"{n_pass:.0f} forward+backward passes, {rt.grad_rows} per batch")
     elif spec.kind != "closed_form":
         raise ConfigError(f"preflight: no cost model for method {method!r} (kind {spec.kind}); "
                           "give its MethodSpec `passes`")

@@ -22,6 +22,7 @@ class Runtime:
     eval_rows: int = 32  # teacher-forced sequences per evaluation pass
     stats_tokens: int = 4096  # padded tokens per statistics pass
     probe_rows: int = 16  # prompts per probe pass
+    grad_rows: int = 32  # sequences per forward + backward pass of a gradient method (KNE's attribution, training)
 
     def __post_init__(self):
         if self.solve_on not in ("weight", "cpu"):

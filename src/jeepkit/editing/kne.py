@@ -61,7 +61,6 @@ class Hparams(HParams):
     steps: int = knob("int", 20, lo=1)
     stop_loss: float = knob("num", 0.0, lo=0.0)  # stop training once the mean target NLL is below this
     localisation_size: int | None = knob("int", None, lo=1, nullable=True)  # requests located on (None: all)
-    attribution_rows: int = knob("int", 64, lo=1)  # sequences per attribution pass (memory, not results)
 
 
 def target_names(hp: Hparams, arch: Arch, layers: Sequence[int]) -> list[str]:
@@ -91,7 +90,7 @@ def _scored(locs: Sequence[Located], dev) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def attribution(model: nn.Module, tok, locs: Sequence[Located], names: Sequence[str], hp: Hparams,
-                progress: bool = True) -> list[torch.Tensor]:
+                rows_per_pass: int = 32, progress: bool = True) -> list[torch.Tensor]:
     """Attr of every output neuron of each module in `names` (float64, CPU), Eq. 5 summed over `locs`."""
     mods = [get_module(model, n) for n in names]
     # one row per (request, layer, step i = 1..m): scale that layer's weight by i/m
@@ -102,9 +101,9 @@ def attribution(model: nn.Module, tok, locs: Sequence[Located], names: Sequence[
     try:
         for p in model.parameters():
             p.requires_grad_(False)  # only activation gradients are needed
-        for s in tqdm(range(0, len(plan), hp.attribution_rows), desc="kne: attribution", disable=not progress,
+        for s in tqdm(range(0, len(plan), rows_per_pass), desc="kne: attribution", disable=not progress,
                       leave=False):
-            chunk = plan[s:s + hp.attribution_rows]
+            chunk = plan[s:s + rows_per_pass]
             sel = [locs[r] for r, _, _ in chunk]
             ids, mask = right_pad([l.ids[:-1] for l in sel], pad_id(tok), device=input_device(model))
             held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -175,7 +174,8 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
     names = target_names(hp, arch, layers)
     locs = _encode(tok, cases)
     n_loc = len(cases) if hp.localisation_size is None else min(hp.localisation_size, len(cases))
-    attr = attribution(model, tok, locs[:n_loc], names, hp)
+    rows_per_pass = ctx.runtime.grad_rows
+    attr = attribution(model, tok, locs[:n_loc], names, hp, rows_per_pass)
     t_attr = time.time() - t0
     chosen = select(attr, hp.p, names)
     live = [(n, idx) for n, idx in zip(names, chosen) if idx.numel()]
@@ -194,8 +194,8 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
 
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     dev = output_device(model)
-    ids, mask = right_pad([l.ids[:-1] for l in locs], pad_id(tok), device=input_device(model))
-    r_, c_, labels = _scored(locs, dev)
+    n_tokens = sum(len(l.answer_ids) for l in locs)
+    batches = [locs[b:b + rows_per_pass] for b in range(0, len(locs), rows_per_pass)]
     losses: list[float] = []
     handles = [mods[n].register_forward_hook(hook(n)) for n, _ in live]
     try:
@@ -203,18 +203,24 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
             p.requires_grad_(False)
         opt = torch.optim.Adam(list(w_kne.values()), lr=hp.lr)
         for step in range(hp.steps):
-            with torch.enable_grad():
-                h = final_hidden(model, ids, mask).to(dev)
-                loss = torch.nn.functional.cross_entropy(model.get_output_embeddings()(h[r_, c_]).float(), labels)
-            value = float(loss.detach())
+            # the mean cross-entropy over every target token of the batch, accumulated over passes of grad_rows
+            opt.zero_grad(set_to_none=True)
+            value = 0.0
+            for part in batches:
+                ids, mask = right_pad([l.ids[:-1] for l in part], pad_id(tok), device=input_device(model))
+                r_, c_, labels = _scored(part, dev)
+                with torch.enable_grad():
+                    h = final_hidden(model, ids, mask).to(dev)
+                    logits = model.get_output_embeddings()(h[r_, c_]).float()
+                    loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum") / n_tokens
+                    loss.backward()
+                value += float(loss.detach())
             if not math.isfinite(value):
                 raise OptimisationError(f"kne: non-finite loss {value} at step {step} (cases "
                                         f"{[c.case_id for c in cases][:4]}); lower lr or alpha, or check the dtype")
             losses.append(value)
             if value < hp.stop_loss:
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             opt.step()
     finally:
         for hd in handles:
@@ -245,10 +251,10 @@ def _parameters(hp: Hparams, arch: Arch, model: nn.Module) -> list[str]:
     return [n + ".weight" for n in target_names(hp, arch, layers_of(hp, arch.n_layers))]
 
 
-def _passes(hp: Hparams, n: int, depth: int) -> tuple[float, int]:
-    """Attribution: one pass per (localisation request, layer, step); training: `steps` passes over the batch."""
+def _passes(hp: Hparams, n: int, depth: int) -> float:
+    """Attribution: one sequence per (localisation request, layer, step); training: `steps` over the batch."""
     n_loc = n if hp.localisation_size is None else min(hp.localisation_size, n)
-    return n_loc * len(layers_of(hp, depth)) * hp.m + hp.steps * n, max(hp.attribution_rows, n)
+    return n_loc * len(layers_of(hp, depth)) * hp.m + hp.steps * n
 
 
 SPEC = MethodSpec("kne", "KNE", "gradient", Hparams, edit, parameters=_parameters, layers=layers_of,

@@ -43,9 +43,9 @@ class MethodSpec:
     objectives: Callable[[Any], list[tuple[Any, bool]]] | None = None
     # decoder layers the method touches, given (hp, depth): checked against the model's depth by the dry run
     layers: Callable[[Any, int], list[int]] | None = None
-    # gradient methods: (full forward + backward sequence passes, sequences per pass) for (hp, n_edits, depth);
-    # the preflight's cost model of a method it has no formula of its own for
-    passes: Callable[[Any, int, int], tuple[float, int]] | None = None
+    # gradient methods: full forward + backward sequence passes for (hp, n_edits, depth), run.grad_rows at a
+    # time; the preflight's cost model of a method it has no formula of its own for
+    passes: Callable[[Any, int, int], float] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
