@@ -2,11 +2,14 @@
 import argparse
 
 from jeepkit.cli import stage_main
+from jeepkit.data.registry import DATASETS
 from jeepkit.inputs import build_data
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--dataset", required=True, choices=["counterfact", "mcf", "zsre"])
+    ap.add_argument("--dataset", required=True, choices=list(DATASETS))
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--source", default=None, choices=["bundled", "mirror", "official"],
+                    help="override data.source for this dataset")
     a = ap.parse_args()
-    stage_main(build_data)(a.dataset, a.params)
+    stage_main(build_data)(a.dataset, a.params, a.source)

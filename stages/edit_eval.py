@@ -10,7 +10,8 @@ from jeepkit.pipeline import edit_and_evaluate
 
 
 def main(a: argparse.Namespace) -> None:
-    edit_and_evaluate(a.method, a.dataset, a.params, group=a.group, seed=a.seed, overrides=parse_overrides(a.set))
+    edit_and_evaluate(a.method, a.dataset, a.params, group=a.group, seed=a.seed, overrides=parse_overrides(a.set),
+                      n_edits=a.n_edits)
 
 
 if __name__ == "__main__":
@@ -18,7 +19,8 @@ if __name__ == "__main__":
     ap.add_argument("--method", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--group", default="main", help="main | ablation | sweep: where metrics are filed")
+    ap.add_argument("--group", default="main", help="main | ablation | sweep | knowedit: where metrics are filed")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a method hyperparameter")
+    ap.add_argument("--n-edits", type=int, default=None, help="records edited (default: edit.n_edits)")
     ap.add_argument("--params", default="params.yaml")
     stage_main(main)(ap.parse_args())

@@ -101,7 +101,7 @@ def _mutate(root: Path, case: dict, server: str) -> None:
     if "mirror" in case or "mirror_raw" in case:
         _set(params, "data.source", "mirror")
         _set(params, "data.mirror", "mirror")
-        f = root / "mirror" / "counterfact" / "counterfact-edit.json"
+        f = root / "mirror" / case.get("mirror_file", "counterfact/counterfact-edit.json")
         f.parent.mkdir(parents=True, exist_ok=True)
         text = case["mirror_raw"] if "mirror_raw" in case else json.dumps(case["mirror"], ensure_ascii=False)
         f.write_bytes(text.encode(case.get("mirror_encoding", "utf-8")))

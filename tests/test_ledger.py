@@ -221,3 +221,26 @@ def test_ledger_notebook_runs_with_papermill(tmp_path: Path, monkeypatch):
         assert f'href="{f}"' in page
     text = out_nb.read_text()
     assert "/sweep (its claims are 'not comparable')" in text and "claims:" in text
+
+
+def _knowedit_run(root: Path, method: str, es: float, ps: float, ls: float) -> None:
+    d = root / "knowedit"
+    d.mkdir(parents=True, exist_ok=True)
+    summary = {m: {"mean": v, "ci95": 2.0, "n": 8} for m, v in (("ES", es), ("PS", ps), ("LS", ls))}
+    (d / f"{method}_wiki_counterfact_s0.json").write_text(json.dumps(
+        {"method": method, "dataset": "wiki_counterfact", "kind": "knowedit", "n_edits": 8, "seed": 0,
+         "summary": summary}))
+
+
+def test_knowedit_claims_follow_our_runs(tmp_path: Path):
+    from jeepkit import ledger
+
+    assert all(e["verdict"] == ledger.NOT_COMPARABLE for e in ledger._knowedit(tmp_path, None))
+    _knowedit_run(tmp_path, "kne", 90.0, 50.0, 40.0)
+    _knowedit_run(tmp_path, "memit", 80.0, 60.0, 30.0)
+    got = {e["id"]: e for e in ledger._knowedit(tmp_path, "wiki_counterfact")}
+    assert got["knowedit-kne-es"]["verdict"] == ledger.REPRODUCED  # 90 > 80
+    assert got["knowedit-kne-ps"]["verdict"] == ledger.NOT_REPRODUCED  # 50 < 60
+    assert got["knowedit-kne-ls"]["verdict"] == ledger.REPRODUCED
+    assert got["knowedit-memit-port"]["verdict"] == ledger.REPRODUCED  # ES 80 > PS 60
+    assert "excludes 0" in got["knowedit-kne-es"]["reason"]

@@ -45,6 +45,7 @@ def workdir(tmp_path_factory, llama_tok):
         "stats": {"corpus": f"file:{root / 'corpus.txt'}", "n_samples": 20, "max_length": 32, "seed": 1,
                   "layers": [1, 2, 3], "modules": ["mlp_out"]},
         "edit": {"methods": ["none", "memit", "jeep", "rome"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
+        "knowedit": {"dataset": "wiki_counterfact", "methods": ["none", "memit"], "n_edits": 3, "source": "bundled"},
         "hparams": {"tiny": TINY_HP},
     }
     tiny.write_tiny_project(root, llama_tok, params)
@@ -56,6 +57,28 @@ def workdir(tmp_path_factory, llama_tok):
     inputs.stats()
     yield root
     mp.undo()
+
+
+def test_knowedit_stage_scores_portability_and_locality_against_the_unedited_model(workdir):
+    """The KnowEdit group end to end: its dataset, the unedited row (locality 100 by definition), an edited row,
+    and the table with the printed reference rows."""
+    from jeepkit import knowedit_report
+
+    inputs.build_data("wiki_counterfact", source="bundled")
+    none = pipeline.edit_and_evaluate("none", "wiki_counterfact", group="knowedit", n_edits=3)
+    memit = pipeline.edit_and_evaluate("memit", "wiki_counterfact", group="knowedit", n_edits=3)
+    assert none["kind"] == memit["kind"] == "knowedit" and none["n_edits"] == 3
+    assert none["summary"]["LS"]["mean"] == 100.0 and none["summary"]["PS"]["n"] == 3
+    # a 4-layer random model rarely reaches the argmax: the edit shows as moved locality tokens or as accuracy
+    moved = memit["summary"]["LS"]["mean"] < 100.0 or memit["summary"]["ES"]["mean"] > none["summary"]["ES"]["mean"]
+    assert moved, memit["summary"]
+    assert memit["summary"]["FL"]["mean"] > 0 and memit["summary"]["Score"]["mean"] is not None
+    cases = (workdir / "data/runs/knowedit/memit/wiki_counterfact/s0/cases.jsonl").read_text().splitlines()
+    assert len(cases) == 3 and all('"agree"' in c and '"fluency"' in c for c in cases)
+    table = knowedit_report.knowedit_table(workdir / "metrics", "wiki_counterfact")
+    ours = table[table["source"] == knowedit_report.RAN_HERE]
+    assert list(ours["method"]) == ["MEMIT", "Unedited"] and (table["source"] == "survey Table 4").sum() == 8
+    assert "KNE" in set(table["method"])  # KNE's printed row
 
 
 def test_stages_lay_out_data(workdir):

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .data.registry import DATASETS as _DATASET_SPECS
 from .errors import ConfigError
 
 
@@ -37,7 +38,7 @@ class F:
 POS = dict(gt=0.0)
 NONNEG = dict(lo=0.0)
 
-DATASETS = ("counterfact", "mcf", "zsre")
+DATASETS = tuple(_DATASET_SPECS)
 
 SECTIONS: dict[str, dict[str, F]] = {
     "data": {"source": F("str", True, choices=("bundled", "mirror", "official")), "mirror": F("str", nullable=True),
@@ -56,6 +57,8 @@ SECTIONS: dict[str, dict[str, F]] = {
     "sweep": {"dataset": F("str", True, choices=DATASETS), "clamp_high": F("nums", True, gt=0.0, nonempty=True)},
     "scaling": {"dataset": F("str", True, choices=DATASETS), "methods": F("strs", True),
                 "max_edits": F("int", True, lo=1), "max_chunks": F("int", lo=1)},
+    "knowedit": {"dataset": F("str", True, choices=DATASETS), "methods": F("strs", True),
+                 "n_edits": F("int", True, lo=1), "source": F("str", choices=("bundled", "mirror", "official"))},
     "run": {"memory_budget_gb": F("num", nullable=True, gt=0.0), "solve_on": F("str", choices=("weight", "cpu")),
             "target_requests": F("int", lo=1, nullable=True), "key_rows": F("int", lo=1),
             "stats_tokens": F("int", lo=1), "probe_rows": F("int", lo=1), "eval_rows": F("int", lo=1),
@@ -171,8 +174,8 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
                     raise ConfigError(f"params: {where}.by_dataset.{ds}: expected a mapping, got {over!r}")
     if key not in table:
         raise ConfigError(f"params: model.key {key!r} has no hparams block; known: {sorted(table)}")
-    used = list((params.get("edit") or {}).get("methods", [])) + list((params.get("scaling") or {}).get("methods", []))
+    used = [m for section in ("edit", "scaling", "knowedit") for m in (params.get(section) or {}).get("methods", [])]
     for m in used:
         if m not in table[key]:
-            raise ConfigError(f"params: hparams.{key}.{m}: missing (edit.methods or scaling.methods runs it)")
+            raise ConfigError(f"params: hparams.{key}.{m}: missing (edit, scaling or knowedit .methods runs it)")
     return params

@@ -18,14 +18,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.schema import EditCase
+from .data.kinds import KINDS
+from .data.schema import EditCase, Probe
 from .device import CPU, input_device
 from .errors import InputError, OptimisationError
 from .forward import logits_at
@@ -74,35 +80,94 @@ def _query(tok, case_idx: int, case: EditCase, slot: tuple, prompt: str, answer:
     return _Query(case_idx, str(case.case_id), slot, loc.ids, loc.answer_positions, loc.answer_ids)
 
 
-def _queries(tok, cases: list[EditCase]) -> list[_Query]:
-    """Every (prompt, candidate) pair the metrics need, tagged with its case and slot."""
+@dataclass(frozen=True)
+class Scorer:
+    """How one probe set is scored (data/kinds.py names it): which candidates each prompt is paired with,
+    and how their scores become the prompt's result. `value` is the key a metric averages."""
+
+    candidates: Callable[[EditCase, Probe | None], list[tuple[str, str]]]  # (which, answer) per prompt
+    assemble: Callable[[dict[str, "_Scored"], Any], dict[str, Any]]  # (scored candidates, reference) -> result
+    value: str
+    needs_reference: bool = False  # scored against the unedited model's predictions
+
+
+@dataclass(frozen=True)
+class _Scored:
+    nll: float  # mean token NLL of the candidate
+    correct: list[bool]  # argmax == candidate token, per token
+    pred: list[int]  # argmax token ids at the candidate's positions
+
+
+def _nll_pair(got: dict[str, _Scored], winner: str, loser: str) -> dict[str, Any]:
+    new, true = got["new"].nll, got["true"].nll
+    return {"nll_new": new, "nll_true": true, "success": bool(got[winner].nll < got[loser].nll)}
+
+
+def _acc(got: dict[str, _Scored], which: str) -> dict[str, Any]:
+    correct = got[which].correct
+    return {"correct": correct, "acc": sum(correct) / len(correct)}
+
+
+def _agreement(got: dict[str, _Scored], reference: list[int] | None) -> dict[str, Any]:
+    pred = got["true"].pred
+    if reference is None:  # the unedited pass itself: these predictions are the reference
+        return {"pred": pred}
+    if len(reference) != len(pred):
+        raise InputError(f"reference predictions cover {len(reference)} tokens, the probe {len(pred)}")
+    agree = [bool(a == b) for a, b in zip(pred, reference)]
+    return {"pred": pred, "agree": agree, "acc": sum(agree) / len(agree)}
+
+
+SCORERS: Mapping[str, Scorer] = MappingProxyType({
+    "new_beats_true": Scorer(lambda c, p: [("new", c.target_new), ("true", c.target_true)],
+                             lambda got, _: _nll_pair(got, "new", "true"), "success"),
+    "answer_beats_new": Scorer(lambda c, p: [("true", p.answer), ("new", c.target_new)],
+                               lambda got, _: _nll_pair(got, "true", "new"), "success"),
+    "new_token_acc": Scorer(lambda c, p: [("new", c.target_new)], lambda got, _: _acc(got, "new"), "acc"),
+    "answer_token_acc": Scorer(lambda c, p: [("true", p.answer)], lambda got, _: _acc(got, "true"), "acc"),
+    "agrees_with_unedited": Scorer(lambda c, p: [("true", p.answer)], _agreement, "acc", needs_reference=True),
+})
+GENERATED = ("ngram_entropy",)  # scorers of generated text, not of teacher-forced candidates
+
+
+def probe_prompts(case: EditCase, field: str) -> list[tuple[str, Probe | None]]:
+    """(prompt, probe) for each prompt of a probe set: the rewrite prompt, paraphrases, or probes."""
+    if field == "rewrite":
+        return [(case.rewrite_prompt, None)]
+    if field == "paraphrases":
+        return [(p, None) for p in case.paraphrases]
+    return [(p.prompt, p) for p in getattr(case, field)]
+
+
+def _teacher_forced(case: EditCase, only_reference: bool = False):
+    for ps in KINDS[case.kind].probe_sets:
+        if ps.scorer in GENERATED:
+            continue
+        sc = SCORERS[ps.scorer]
+        if only_reference and not sc.needs_reference:
+            continue
+        yield ps, sc
+
+
+def _queries(tok, cases: list[EditCase], only_reference: bool = False) -> list[_Query]:
+    """Every (prompt, candidate) pair the case's probe sets need, tagged with its case and slot."""
     out: list[_Query] = []
     for ci, c in enumerate(cases):
-        if c.kind == "counterfact":
-            if c.target_true is None:
-                raise InputError("counterfact case without target_true", record=c.case_id, field="target_true")
-            prompts = [("rewrite", 0, c.rewrite_prompt)] + [("paraphrases", i, p) for i, p in enumerate(c.paraphrases)]
-            for role, i, p in prompts:
-                out.append(_query(tok, ci, c, (role, i, "new"), p, c.target_new))
-                out.append(_query(tok, ci, c, (role, i, "true"), p, c.target_true))
-            for i, lp in enumerate(c.locality):
-                out.append(_query(tok, ci, c, ("locality", i, "true"), lp.prompt, lp.answer))
-                out.append(_query(tok, ci, c, ("locality", i, "new"), lp.prompt, c.target_new))
-        elif c.kind == "zsre":
-            out.append(_query(tok, ci, c, ("rewrite", 0, "new"), c.rewrite_prompt, c.target_new))
-            for i, p in enumerate(c.paraphrases):
-                out.append(_query(tok, ci, c, ("paraphrases", i, "new"), p, c.target_new))
-            for i, lp in enumerate(c.locality):
-                out.append(_query(tok, ci, c, ("locality", i, "true"), lp.prompt, lp.answer))
-        else:
+        if c.kind not in KINDS:
             raise InputError(f"unknown kind {c.kind!r}", record=c.case_id, field="kind")
+        if KINDS[c.kind].needs_true and c.target_true is None:
+            raise InputError(f"{c.kind} case without target_true", record=c.case_id, field="target_true")
+        for ps, sc in _teacher_forced(c, only_reference):
+            for i, (prompt, probe) in enumerate(probe_prompts(c, ps.field)):
+                for which, answer in sc.candidates(c, probe):
+                    out.append(_query(tok, ci, c, (ps.field, i, which), prompt, answer))
     return out
 
 
 def _score_queries(queries: list[_Query], logits_fn: LogitsFn, pad: int, device: torch.device,
-                   batch_size: int, progress: bool) -> list[tuple[float, list[bool]]]:
-    """(mean token NLL, per-token argmax correctness) for every query, in the queries' order."""
-    results: list[tuple[float, list[bool]] | None] = [None] * len(queries)
+                   batch_size: int, progress: bool) -> list[_Scored]:
+    """Mean token NLL, per-token argmax correctness and argmax ids for every query, in the queries' order."""
+    results: list[_Scored | None] = [None] * len(queries)
     order = sorted(range(len(queries)), key=lambda i: -len(queries[i].ids))  # stable: deterministic
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
@@ -115,51 +180,44 @@ def _score_queries(queries: list[_Query], logits_fn: LogitsFn, pad: int, device:
         tgt = torch.tensor(targets, dtype=torch.long, device=logits.device)
         logp = torch.log_softmax(logits, dim=-1)
         tok_nll = (-logp.gather(1, tgt[:, None]).squeeze(1).double()).cpu()
-        correct = (logits.argmax(dim=-1) == tgt).tolist()
+        argmax = logits.argmax(dim=-1)
+        correct = (argmax == tgt).tolist()
+        pred = argmax.tolist()
         start = 0
         for qi in batch:
             k = len(queries[qi].targets)
-            results[qi] = (float(tok_nll[start:start + k].mean()), [bool(x) for x in correct[start:start + k]])
-            if not math.isfinite(results[qi][0]):
-                raise OptimisationError(f"case {queries[qi].case_id}: evaluation NLL is {results[qi][0]} for "
+            results[qi] = _Scored(float(tok_nll[start:start + k].mean()), [bool(x) for x in correct[start:start + k]],
+                                  [int(x) for x in pred[start:start + k]])
+            if not math.isfinite(results[qi].nll):
+                raise OptimisationError(f"case {queries[qi].case_id}: evaluation NLL is {results[qi].nll} for "
                                         f"{queries[qi].slot}; an activation overflowed: try model.dtype bfloat16 "
                                         "or float32")
             start += k
     return results  # type: ignore[return-value]
 
 
-def _assemble(case: EditCase, got: dict[tuple, tuple[float, list[bool]]]) -> dict[str, Any]:
-    """Turn one case's scored slots into its result dict (see `evaluate_cases`)."""
-    if case.kind == "counterfact":
-        def pair(role: str, i: int) -> dict[str, Any]:
-            new, true = got[(role, i, "new")][0], got[(role, i, "true")][0]
-            return {"nll_new": new, "nll_true": true, "success": bool(new < true)}
+def _assemble(case: EditCase, got: dict[tuple, _Scored], reference: dict[str, Any] | None) -> dict[str, Any]:
+    """One case's result: per probe set (by its field) one dict for the rewrite prompt, else a list."""
+    out: dict[str, Any] = {"case_id": case.case_id, "kind": case.kind}
+    for ps, sc in _teacher_forced(case):
+        results = []
+        for i, _ in enumerate(probe_prompts(case, ps.field)):
+            cands = {which: got[(ps.field, i, which)] for which, _ in sc.candidates(case, _probe_at(case, ps.field, i))}
+            ref = None
+            if sc.needs_reference and reference is not None:
+                ref = reference[ps.field][i]["pred"]
+            results.append(sc.assemble(cands, ref))
+        out[ps.field] = results[0] if ps.field == "rewrite" else results
+    return out
 
-        def loc(i: int) -> dict[str, Any]:
-            new, true = got[("locality", i, "new")][0], got[("locality", i, "true")][0]
-            return {"nll_new": new, "nll_true": true, "success": bool(true < new)}
 
-        return {
-            "case_id": case.case_id, "kind": case.kind,
-            "rewrite": pair("rewrite", 0),
-            "paraphrases": [pair("paraphrases", i) for i in range(len(case.paraphrases))],
-            "locality": [loc(i) for i in range(len(case.locality))],
-        }
-
-    def acc(slot: tuple) -> dict[str, Any]:
-        correct = got[slot][1]
-        return {"correct": correct, "acc": sum(correct) / len(correct)}
-
-    return {
-        "case_id": case.case_id, "kind": case.kind,
-        "rewrite": acc(("rewrite", 0, "new")),
-        "paraphrases": [acc(("paraphrases", i, "new")) for i in range(len(case.paraphrases))],
-        "locality": [acc(("locality", i, "true")) for i in range(len(case.locality))],
-    }
+def _probe_at(case: EditCase, field: str, i: int) -> Probe | None:
+    return probe_prompts(case, field)[i][1]
 
 
 def evaluate_cases(model: nn.Module | None, tok, cases: list[EditCase], batch_size: int = 16,
-                   progress: bool = True, *, logits_fn: LogitsFn | None = None) -> list[dict[str, Any]]:
+                   progress: bool = True, *, logits_fn: LogitsFn | None = None,
+                   reference: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Raw per-prompt evaluation numbers for each case, in input order.
 
     `batch_size` is the number of sequences per forward pass (pairs from many cases share a batch).
@@ -175,22 +233,80 @@ def evaluate_cases(model: nn.Module | None, tok, cases: list[EditCase], batch_si
     zsRE case dict: {"case_id", "kind", "rewrite": {"correct": [bool per target token], "acc"},
     "paraphrases": [same], "locality": [same, for the locality answer]}. Locality prompts are used
     exactly as stored: spec §7.3 scores f"{loc}? {loc_ans}", so the zsRE reader must keep the "?".
+
+    Other kinds (data/kinds.py) give one entry per probe set the same way. Probe sets scored against
+    the unedited model (KnowEdit locality) need `reference`: `reference_predictions` of the same cases on
+    the unedited model. A kind with `fluency_tokens` adds "fluency": {"text", "entropy"} (greedy text).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     if not cases:
         return []
+    if reference is None and needs_reference(cases):
+        raise ValueError("these cases are scored against the unedited model: pass reference=reference_predictions(...)")
+    if reference is not None and len(reference) != len(cases):
+        raise ValueError(f"reference holds {len(reference)} cases, not {len(cases)}")
+    out = _evaluate(model, tok, cases, batch_size, progress, logits_fn, reference, only_reference=False)
+    gen = [i for i, c in enumerate(cases) if KINDS[c.kind].fluency_tokens > 0]
+    if gen:
+        n_tok = max(KINDS[cases[i].kind].fluency_tokens for i in gen)
+        texts = greedy_continuations(model, tok, [cases[i].rewrite_prompt for i in gen], max_new_tokens=n_tok,
+                                     batch_size=batch_size, logits_fn=logits_fn)
+        for i, t in zip(gen, texts):
+            out[i]["fluency"] = {"text": t, "entropy": 100.0 * ngram_entropy(t)}
+    return out
+
+
+def needs_reference(cases: list[EditCase]) -> bool:
+    """Whether any probe of these cases is scored against the unedited model."""
+    return any(sc.needs_reference for c in cases for _, sc in _teacher_forced(c))
+
+
+def reference_predictions(model: nn.Module | None, tok, cases: list[EditCase], batch_size: int = 16,
+                          progress: bool = True, *, logits_fn: LogitsFn | None = None) -> list[dict[str, Any]]:
+    """The unedited model's argmax tokens on every probe scored against it (call before editing)."""
+    return _evaluate(model, tok, cases, batch_size, progress, logits_fn, None, only_reference=True)
+
+
+def _evaluate(model, tok, cases, batch_size, progress, logits_fn, reference, *, only_reference: bool):
     if logits_fn is None:
         if model is None:
             raise ValueError("need a model or a logits_fn")
         logits_fn = functools.partial(logits_at, model)
-    queries = _queries(tok, cases)
+    queries = _queries(tok, cases, only_reference)
     with _eval_mode(model), torch.inference_mode():
         scored = _score_queries(queries, logits_fn, pad_id(tok), _device(model), batch_size, progress)
-    per_case: list[dict[tuple, tuple[float, list[bool]]]] = [{} for _ in cases]
+    per_case: list[dict[tuple, _Scored]] = [{} for _ in cases]
     for q, r in zip(queries, scored):
         per_case[q.case][q.slot] = r
-    return [_assemble(c, got) for c, got in zip(cases, per_case)]
+    if only_reference:
+        return [{ps.field: [sc.assemble({w: got[(ps.field, i, w)] for w, _ in sc.candidates(c, p)}, None)
+                            for i, (_, p) in enumerate(probe_prompts(c, ps.field))]
+                 for ps, sc in _teacher_forced(c, True)} for c, got in zip(cases, per_case)]
+    return [_assemble(c, got, None if reference is None else reference[i])
+            for i, (c, got) in enumerate(zip(cases, per_case))]
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
+    """Weighted bi-/tri-gram entropy (bits) of a text, MEMIT's fluency measure (survey §3.3: ×100 in tables).
+
+    Words are split by a regular expression (runs of word characters, single punctuation marks) where the
+    reference uses NLTK's word_tokenize; a text with fewer than n words has zero n-gram entropy.
+    """
+    words = _WORD.findall(text)
+    ent = []
+    for n, w in zip(ns, weights):
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        if not grams:
+            ent.append(0.0)
+            continue
+        counts = np.array(list(Counter(grams).values()), dtype=np.float64)
+        f = counts / counts.sum()
+        ent.append(float(-(f * np.log2(f)).sum()) * w)
+    return float(np.mean(ent))
 
 
 def greedy_continuations(model: nn.Module | None, tok, prompts: list[str], max_new_tokens: int = 8,

@@ -13,10 +13,11 @@ from .io import atomic_dir, write_json
 from .params import load_params, need, paths
 
 
-def build_data(dataset: str, params_path: str = "params.yaml") -> None:
+def build_data(dataset: str, params_path: str = "params.yaml", source: str | None = None) -> None:
+    """`source` overrides data.source (the KnowEdit stage builds its dataset from knowedit.source)."""
     params = load_params(params_path)
     d = need(params, "data")
-    cases, prov = resolve_dataset(dataset, d["source"], mirror=d.get("mirror"), n=d.get("n_records"),
+    cases, prov = resolve_dataset(dataset, source or d["source"], mirror=d.get("mirror"), n=d.get("n_records"),
                                   seed=int(params.get("seed", 0)), mirror_file=(d.get("files") or {}).get(dataset),
                                   url=(d.get("urls") or {}).get(dataset), sha256=(d.get("sha256") or {}).get(dataset),
                                   lock_path=DOWNLOAD_LOCK)

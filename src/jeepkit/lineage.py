@@ -203,11 +203,21 @@ def stage_entries(dvc_yaml: Path) -> dict[str, list[Path]]:
     return out
 
 
+def package_data(module: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Data files a module reads, as it declares them: `PACKAGE_DATA = ("paper/x.json", ...)` (package-relative)."""
+    for node in ast.parse(module.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PACKAGE_DATA" for t in node.targets):
+            return [package_dir / v for v in ast.literal_eval(node.value)]
+    return []
+
+
 def code_deps(entries: Sequence[Path], root: Path = REPO_ROOT) -> list[str]:
-    """The project files the entries import, as repo-relative paths; a directory when all of it is imported."""
+    """The project files the entries import (and the package data those declare), as repo-relative paths;
+    a directory when all of it is imported."""
     pkg = (root / "src" / PACKAGE).resolve()
     files = {p.resolve() for e in entries for p in closure(root / e, pkg)}
     files |= {(root / e).resolve() for e in entries if (root / e).resolve().is_relative_to(pkg)}  # `-m` modules
+    files |= {d.resolve() for f in list(files) for d in package_data(f, pkg)}
     out: list[str] = []
     covered: set[Path] = set()
     for d in sorted({p.parent for p in files}, key=lambda p: len(p.parts)):

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from .data.kinds import KINDS
 from .errors import InputError
 
 METRICS = ("ES", "GS", "LS")
@@ -102,20 +103,36 @@ def _mean_or_none(xs: Sequence[float]) -> float | None:
     return float(np.mean(xs)) if len(xs) else None
 
 
+# the per-prompt result key each scorer's metric averages (evaluation.SCORERS[...].value)
+VALUE_OF = {"new_beats_true": "success", "answer_beats_new": "success", "new_token_acc": "acc",
+            "answer_token_acc": "acc", "agrees_with_unedited": "acc"}
+
+
+def _kind(kind: Any, record: Any = None):
+    if kind not in KINDS:
+        raise InputError(f"unknown kind {kind!r}", record=record, field="kind")
+    return KINDS[kind]
+
+
 def record_scores(case: dict[str, Any]) -> dict[str, float | None]:
-    """One record's ES, GS and LS as fractions in [0, 1] (None when it has no such prompts)."""
-    kind = case.get("kind")
-    if kind == "counterfact":
-        key = "success"
-    elif kind == "zsre":
-        key = "acc"
-    else:
-        raise InputError(f"unknown kind {kind!r}", record=case.get("case_id"), field="kind")
-    return {
-        "ES": float(case["rewrite"][key]),
-        "GS": _mean_or_none([float(p[key]) for p in case.get("paraphrases", [])]),
-        "LS": _mean_or_none([float(p[key]) for p in case.get("locality", [])]),
-    }
+    """One record's value of each metric of its kind, as a fraction in [0, 1] (None without such prompts).
+
+    CounterFact / zsRE: ES, GS, LS; KnowEdit adds PS (portability, the mean over its probes) and FL
+    (fluency: n-gram entropy ×100 of the greedy continuation, not a fraction)."""
+    spec = _kind(case.get("kind"), case.get("case_id"))
+    out: dict[str, float | None] = {}
+    for ps in spec.probe_sets:
+        if ps.scorer == "ngram_entropy":
+            fl = case.get("fluency")
+            out[ps.metric] = None if fl is None else float(fl["entropy"]) / 100.0
+            continue
+        got = case.get(ps.field, [])
+        key = VALUE_OF[ps.scorer]
+        if ps.field == "rewrite":
+            out[ps.metric] = float(got[key])
+        else:
+            out[ps.metric] = _mean_or_none([float(p[key]) for p in got])
+    return out
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -155,8 +172,8 @@ def summarise(per_case: list[dict[str, Any]], kind: str, *, confidence: float = 
     Returns {"ES": {"mean", "ci95", "n"}, "GS": ..., "LS": ..., "Score": ..., "kind", "n_records",
     "interval"}; "mean"/"ci95" are None when undefined.
     """
-    if kind not in ("counterfact", "zsre"):
-        raise InputError(f"unknown kind {kind!r}", field="kind")
+    spec = _kind(kind)
+    metrics = spec.metrics
     per_record = []
     for c in per_case:
         if c.get("kind") != kind:
@@ -164,22 +181,24 @@ def summarise(per_case: list[dict[str, Any]], kind: str, *, confidence: float = 
                              record=c.get("case_id"), field="kind")
         per_record.append(record_scores(c))
     out: dict[str, Any] = {"kind": kind, "n_records": len(per_record)}
-    table = np.full((len(per_record), len(METRICS)), np.nan)
-    for j, m in enumerate(METRICS):
+    table = np.full((len(per_record), len(spec.score_of)), np.nan)
+    for m in metrics:
         vals = [100.0 * r[m] for r in per_record if r[m] is not None]
-        for i, r in enumerate(per_record):
-            if r[m] is not None:
-                table[i, j] = 100.0 * r[m]
+        if m in spec.score_of:
+            j = spec.score_of.index(m)
+            for i, r in enumerate(per_record):
+                if r[m] is not None:
+                    table[i, j] = 100.0 * r[m]
         mean, hw = t_interval(vals, confidence)
         out[m] = {"mean": _none_if_nan(mean), "ci95": _none_if_nan(hw), "n": len(vals)}
-    means = [out[m]["mean"] for m in METRICS]
+    means = [out[m]["mean"] for m in spec.score_of]
     if any(v is None for v in means):
         out["Score"] = {"mean": None, "ci95": None, "n": len(per_record)}
     else:
         out["Score"] = {"mean": score(*means), "ci95": _bootstrap_score(table, confidence, n_boot, seed),
                         "n": len(per_record)}
     out["interval"] = {
-        "ES/GS/LS": f"t-interval over per-record values, confidence {confidence}",
+        "/".join(metrics): f"t-interval over per-record values, confidence {confidence}",
         "Score": f"percentile bootstrap over records ({n_boot} resamples, seed {seed}), half-width",
     }
     return out
@@ -196,8 +215,9 @@ def summarise_seeds(summaries: list[dict[str, Any]], *, confidence: float = 0.95
     kinds = {s.get("kind") for s in summaries}
     if len(kinds) != 1:
         raise InputError(f"summaries mix kinds {sorted(map(str, kinds))}", field="kind")
-    out: dict[str, Any] = {"kind": kinds.pop(), "n_seeds": len(summaries)}
-    for m in (*METRICS, "Score"):
+    kind = kinds.pop()
+    out: dict[str, Any] = {"kind": kind, "n_seeds": len(summaries)}
+    for m in (*_kind(kind).metrics, "Score"):
         per_seed = [s[m]["mean"] for s in summaries]
         vals = [v for v in per_seed if v is not None]
         mean, hw = t_interval(vals, confidence)

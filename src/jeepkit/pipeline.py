@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from . import faults
+from .data.kinds import KINDS
 from .data.schema import load_cases, save_cases
 from .editing.deltas import parameter, save_deltas
 from .device import device_kind, input_device
@@ -72,9 +73,9 @@ class _Session:
         spec.hparams.check(overrides, where="--set", partial=True)
         self.hparams = spec.hparams.from_dict(self.hp, where=f"hparams.{params['model']['key']}.{method}")
         self.overrides = overrides
-        known = need(params, "data.datasets")
+        known = list(need(params, "data.datasets")) + [ke["dataset"] for ke in [params.get("knowedit") or {}] if ke]
         if dataset not in known:
-            raise ConfigError(f"unknown dataset {dataset!r}; params data.datasets lists {known}")
+            raise ConfigError(f"unknown dataset {dataset!r}; params data.datasets (and knowedit.dataset) list {known}")
         data_file = p["datasets"] / f"{dataset}.jsonl"
         self.cases = load_cases(data_file)
         if not self.cases:
@@ -138,7 +139,7 @@ class _Session:
         """
         from .editing.recipe import EditContext
         from .editing.run import edit
-        from .evaluation import evaluate_cases, greedy_continuations
+        from .evaluation import evaluate_cases, greedy_continuations, needs_reference, reference_predictions
 
         ctx = EditContext(self.model, self.tok, self.arch, self.cov.get, self.prefixes, self.target_ident,
                           self.cache, self.runtime)
@@ -147,12 +148,16 @@ class _Session:
         n_chunks = -(-len(cases) // chunk)
         if restore or n_chunks > 1:
             self._snapshot()
+        # probes scored against the unedited model (KnowEdit locality): its predictions, before any edit
+        ref = reference_predictions(self.model, self.tok, cases, progress=progress, batch_size=self.runtime.eval_rows) \
+            if needs_reference(cases) else None
         for c0 in range(0, len(cases), chunk):
             part = cases[c0:c0 + chunk]
             res = edit(ctx, self.method, part, self.hparams)
             t0 = time.time()
             out["per_case"] += evaluate_cases(self.model, self.tok, part, progress=progress,
-                                              batch_size=self.runtime.eval_rows)
+                                              batch_size=self.runtime.eval_rows,
+                                              reference=None if ref is None else ref[c0:c0 + chunk])
             if case_study and out["case_study"] is None:
                 c = part[0]
                 prompts = [c.rewrite_prompt] + list(c.paraphrases[:1]) + [lp.prompt for lp in c.locality[:1]]
@@ -173,7 +178,8 @@ class _Session:
         return out
 
     def header(self, n_edits: int, batch: int) -> dict[str, Any]:
-        return {"method": self.method, "dataset": self.dataset, "kind": self.cases[0].kind,
+        return {"method": self.method, "method_label": self.spec.label, "dataset": self.dataset,
+                "kind": self.cases[0].kind,
                 "overrides": self.overrides, "model": {"key": self.params["model"]["key"], **self.ident},
                 "data": {"source": self.prov.get("source"), "n_cases": n_edits, "provenance": self.prov},
                 "profile": self.params.get("profile"), "seed": self.seed, "n_edits": n_edits, "batch_size": batch,
@@ -187,13 +193,15 @@ class _Session:
 
 
 def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml", *, group: str = "main",
-                      seed: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Edit n_edits records in independent chunks of batch_size; evaluate each chunk on its edited model."""
+                      seed: int | None = None, overrides: dict[str, Any] | None = None,
+                      n_edits: int | None = None) -> dict[str, Any]:
+    """Edit n_edits (default edit.n_edits) records in independent chunks of batch_size; evaluate each chunk
+    on its edited model."""
     overrides = overrides or {}
     s = _Session(params_path, method, dataset, seed, overrides)
-    n_edits = min(int(s.e["n_edits"]), len(s.cases))
+    n_edits = min(int(n_edits or s.e["n_edits"]), len(s.cases))
     cases = s.cases[:n_edits]
-    batch = int(s.e.get("batch_size") or n_edits)
+    batch = min(int(s.e.get("batch_size") or n_edits), n_edits)
     out = s.run_chunks(cases, batch, case_study=True, restore=False)
     summary = summarise(out["per_case"], cases[0].kind)
     name = run_name(method, overrides)
@@ -212,9 +220,9 @@ def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml
     faults.checkpoint("metrics")
     write_json(s.p["metrics"] / group / f"{name}_{dataset}_s{s.seed}.json", metrics)
     s.write_timing(group, name, out["timing"])
-    m = summary
-    print(f"{name} on {dataset} ({n_edits} edits, seed {s.seed}): ES {m['ES']['mean']:.1f} GS {m['GS']['mean']:.1f} "
-          f"LS {m['LS']['mean']:.1f} Score {m['Score']['mean']:.1f}  [{out['timing']['edit_seconds']:.0f} s edit]")
+    shown = " ".join(f"{k} {'-' if summary[k]['mean'] is None else format(summary[k]['mean'], '.1f')}"
+                     for k in (*KINDS[cases[0].kind].metrics, "Score"))
+    print(f"{name} on {dataset} ({n_edits} edits, seed {s.seed}): {shown}  [{out['timing']['edit_seconds']:.0f} s edit]")
     return metrics
 
 

@@ -48,7 +48,7 @@ TIMING_FIELDS = ("target_seconds", "edit_seconds", "eval_seconds")
 # Method key in params/metrics -> the paper's row label, in the paper's row order.
 METHOD_LABELS: Mapping[str, str] = MappingProxyType({
     "none": "Unedited", "ft_wd": "FT-WD", "rome": "ROME", "memit": "MEMIT", "pmet": "PMET",
-    "alphaedit": "AlphaEdit", "jeep": "JEEP",
+    "alphaedit": "AlphaEdit", "jeep": "JEEP", "kne": "KNE",
 })
 DATASET_LABELS: Mapping[str, str] = MappingProxyType({"counterfact": "CounterFact", "mcf": "Multi-CounterFact",
                                                        "zsre": "zsRE"})

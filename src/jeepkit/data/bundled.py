@@ -1,4 +1,4 @@
-"""The bundled benchmark: CounterFact- and zsRE-style cases generated from `facts.py`.
+"""The bundled benchmark: CounterFact-, zsRE- and KnowEdit-style cases generated from `facts.py`.
 
 It lets the default pipeline run with nothing outside the repository. Every random choice is drawn
 from a generator seeded by (seed, relation, subject), so a case does not depend on which other cases
@@ -11,7 +11,7 @@ import random
 
 from ..errors import ConfigError
 from .facts import RELATIONS, Relation
-from .schema import EditCase, LocalityPrompt
+from .schema import EditCase, LocalityPrompt, Probe
 
 
 def _rng(seed: int, *parts: str) -> random.Random:
@@ -96,4 +96,55 @@ def build_zsre(n: int | None = None, seed: int = 0, *, counterfactual: bool = Tr
             relation_id=rel.relation_id,
             source="bundled:zsre",
         ))
+    return _select(cases, n, seed)
+
+
+# KnowEdit portability (Reasoning, survey §3.2): a second hop from the edited country to a fact of it.
+COUNTRY_RELATIONS = ("P17", "P27", "P159")  # relations whose object is a country
+SECOND_HOPS = {"P36": "The capital of the country {} is",
+               "P37": "The official language of the country {} is",
+               "P38": "The official currency of the country {} is the",
+               "P30": "The continent of the country {} is"}
+HOP_WORDS = {"P17": "{} is located in", "P27": "of citizenship of {}", "P159": "in which {} is headquartered"}
+
+
+def build_knowedit(n: int | None = None, seed: int = 0, *, n_hops: int = 2, n_other: int = 2) -> list[EditCase]:
+    """KnowEdit-style cases (like WikiData_counterfact) from the fact table, so the pipeline runs offline.
+
+    Each rewrites a subject's country (city, citizenship, headquarters) to another country the table
+    knows facts of. Portability ("Reasoning"): questions one hop further, answered by the new country's
+    facts (its capital, language, currency, continent). Locality: the subject's other facts
+    ("Relation_Specificity"), "Forgetfulness" (the relation asked with "which is not <new>"), and facts
+    of other subjects of the same relation ("Other_Subjects", which KnowEdit does not have); all scored
+    against the unedited model. No subject aliases: the table has none, so there is no Subject_Aliasing.
+    """
+    by_id = {r.relation_id: r for r in RELATIONS}
+    country_facts = {rid: dict(by_id[rid].facts) for rid in SECOND_HOPS}
+    countries = sorted(set(country_facts["P36"]) & set(country_facts["P37"]) & set(country_facts["P30"]))
+    subject_facts: dict[str, list[tuple[Relation, str]]] = {}
+    for rel in RELATIONS:
+        for s_, o in rel.facts:
+            subject_facts.setdefault(s_, []).append((rel, o))
+    cases, i = [], 0
+    for rid in COUNTRY_RELATIONS:
+        rel = by_id[rid]
+        for subject, true in rel.facts:
+            rng = _rng(seed, "knowedit", rid, subject)
+            new = rng.choice([c for c in countries if c != true])
+            hop_of = HOP_WORDS[rid].format(subject)
+            hops = [h for h in SECOND_HOPS if new in country_facts[h]]
+            port = tuple(Probe(SECOND_HOPS[h].format(hop_of), country_facts[h][new], "Reasoning")
+                         for h in rng.sample(hops, min(n_hops, len(hops))))
+            loc = [Probe(r.prompt.format(subject), o, "Relation_Specificity")
+                   for r, o in subject_facts[subject] if r.relation_id != rid]
+            if rel.prompt.endswith(" is"):
+                loc.append(Probe(f"{rel.prompt[:-3].format(subject)}, which is not {new}, is", true, "Forgetfulness"))
+            other = [(s_, o) for s_, o in rel.facts if s_ != subject and o not in (true, new)]
+            loc += [Probe(rel.prompt.format(s_), o, "Other_Subjects") for s_, o in rng.sample(other, min(n_other, len(other)))]
+            cases.append(EditCase(
+                case_id=str(i), kind="knowedit", prompt=rel.prompt, subject=subject, target_new=new,
+                target_true=true, paraphrases=(), locality=tuple(loc), relation_id=rid,
+                source="bundled:knowedit", portability=port,
+            ))
+            i += 1
     return _select(cases, n, seed)

@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from ..io import read_json
-from .schema import EditCase, LocalityPrompt
+from .registry import DATASETS
+from .schema import EditCase, LocalityPrompt, Probe
 
-READERS = ("rome_counterfact", "easyedit_counterfact", "mend_zsre")
+READERS = ("rome_counterfact", "easyedit_counterfact", "mend_zsre", "knowedit")
 
 
 class _Record:
@@ -132,10 +133,67 @@ def _mend_zsre(rec: _Record, source: str) -> EditCase:
     )
 
 
+def _first_answer(rec: _Record, value: Any, path: str) -> str:
+    """KnowEdit's ground_truth is a string, a list of answers or a list of alias lists: the first string."""
+    node = value
+    while isinstance(node, list):
+        if not node:
+            raise rec.error("empty answer list", path)
+        node = node[0]
+    if not isinstance(node, str) or not node.strip():
+        raise rec.error(f"expected an answer string (or a list of them), got {value!r}", path)
+    return node.strip()
+
+
+def _knowedit_probes(rec: _Record, field: str, required: bool) -> tuple[Probe, ...]:
+    """{group: [{prompt, ground_truth}, ...]} -> probes tagged with their group, in file order."""
+    if field not in rec.raw:
+        if required:
+            raise rec.error("missing field (a KnowEdit record needs it)", field)
+        return ()
+    groups = rec.raw[field]
+    if not isinstance(groups, dict):
+        raise rec.error(f"expected a mapping of sub-sets to lists, got {type(groups).__name__}", field)
+    out = []
+    for group, entries in groups.items():
+        where = f"{field}.{group}"
+        if not isinstance(entries, list):
+            raise rec.error(f"expected a list of {{prompt, ground_truth}} objects, got {type(entries).__name__}", where)
+        for i, e in enumerate(entries):
+            at = f"{where}[{i}]"
+            if not isinstance(e, dict) or "prompt" not in e or "ground_truth" not in e:
+                raise rec.error("each entry needs 'prompt' and 'ground_truth'", at)
+            if not isinstance(e["prompt"], str) or not e["prompt"].strip():
+                raise rec.error("empty or non-text prompt", f"{at}.prompt")
+            out.append(Probe(e["prompt"], _first_answer(rec, e["ground_truth"], f"{at}.ground_truth"), str(group)))
+    if required and not out:
+        raise rec.error("no entries (a KnowEdit record needs at least one)", field)
+    return tuple(out)
+
+
+def _knowedit(rec: _Record, source: str) -> EditCase:
+    """KnowEdit's WikiData_counterfact / WikiData_recent / ZsRE JSON (zjunlp/KnowEdit, survey §3.2)."""
+    subject = _subject(rec, "subject")
+    truth = rec.raw.get("ground_truth")
+    return EditCase(
+        case_id=str(rec.raw.get("case_id", rec.id)),
+        kind="knowedit",
+        prompt=_template(rec, "prompt", subject),
+        subject=subject,
+        target_new=_first_answer(rec, rec.raw.get("target_new"), "target_new"),
+        target_true=None if truth in (None, "", []) else _first_answer(rec, truth, "ground_truth"),
+        paraphrases=(rec.get("rephrase_prompt"),) if "rephrase_prompt" in rec.raw else (),
+        locality=_knowedit_probes(rec, "locality", required=True),
+        portability=_knowedit_probes(rec, "portability", required=True),
+        source=source,
+    )
+
+
 _PARSERS: dict[str, tuple[str, Callable[[_Record, str], EditCase]]] = {
     "rome_counterfact": ("counterfact", _rome_counterfact),
     "easyedit_counterfact": ("counterfact", _easyedit_counterfact),
     "mend_zsre": ("zsre", _mend_zsre),
+    "knowedit": ("knowedit", _knowedit),
 }
 
 
@@ -196,13 +254,16 @@ def sniff_format(data: Any, file: str) -> str:
     if isinstance(first, dict):
         if "requested_rewrite" in first:
             return "rome_counterfact"
+        if "portability" in first or isinstance(first.get("locality"), dict):
+            return "knowedit"
         if "src" in first and "answers" in first:
             return "mend_zsre"
         if "ground_truth" in first or "locality_ground_truth" in first:
             return "easyedit_counterfact"
     keys = sorted(first) if isinstance(first, dict) else type(first).__name__
     raise InputError(
-        f"unrecognised record format (keys {keys}); expected ROME CounterFact, EasyEdit CounterFact or MEND zsRE",
+        f"unrecognised record format (keys {keys}); expected ROME CounterFact, EasyEdit CounterFact, MEND zsRE "
+        "or KnowEdit",
         file=file, record=0,
     )
 
@@ -211,9 +272,9 @@ def check_kind(reader: str, kind: str | None, file: str) -> None:
     """Fail when a file's format holds a different kind of record than the caller asked for."""
     if kind is None:
         return
-    want = "counterfact" if kind == "mcf" else kind
-    if want not in ("counterfact", "zsre"):
-        raise InputError(f"unknown dataset kind {kind!r}; expected counterfact, mcf or zsre", file=file)
+    want = DATASETS[kind].kind if kind in DATASETS else kind
+    if want not in {p[0] for p in _PARSERS.values()}:
+        raise InputError(f"unknown dataset kind {kind!r}; expected one of {list(DATASETS)}", file=file)
     have = _PARSERS[reader][0]
     if have != want:
         raise InputError(f"file is in {reader} format, which holds {have} records, not {kind}", file=file)

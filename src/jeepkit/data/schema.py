@@ -1,9 +1,9 @@
 """The canonical edit/evaluation case every reader produces and every stage consumes.
 
 One record = one requested rewrite (subject, prompt template, new target) plus the prompts it is
-evaluated on. CounterFact-style cases compare the new target with the true one (probability
-comparison); zsRE-style cases score teacher-forced token accuracy of `target_new` on the rewrite and
-paraphrase prompts and of each locality answer on its locality prompt.
+evaluated on. Its `kind` (data/kinds.py) says how: CounterFact-style cases compare the new target
+with the true one (probability comparison); zsRE-style cases score teacher-forced token accuracy;
+KnowEdit cases add portability probes and score locality against the unedited model.
 """
 
 from __future__ import annotations
@@ -15,30 +15,42 @@ from typing import Any
 
 from ..errors import InputError
 from ..io import read_jsonl, write_jsonl
-
-KINDS = ("counterfact", "zsre")
+from .kinds import KINDS
 
 
 @dataclass(frozen=True)
-class LocalityPrompt:
-    """An unrelated prompt and the answer the model should keep giving."""
+class Probe:
+    """A fully written prompt and its answer: a locality prompt (the answer the model should keep giving)
+    or a portability question (the answer the edit implies). `group` is the benchmark's sub-set
+    (KnowEdit: Reasoning, Subject_Aliasing, Logical_Generalization; Relation_Specificity, Forgetfulness)."""
 
     prompt: str
     answer: str
+    group: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        d = {"prompt": self.prompt, "answer": self.answer}
+        if self.group is not None:
+            d["group"] = self.group
+        return d
+
+
+LocalityPrompt = Probe  # the name most readers use
 
 
 @dataclass(frozen=True)
 class EditCase:
     case_id: str
-    kind: str  # "counterfact" or "zsre": decides which metrics apply
+    kind: str  # a key of data.kinds.KINDS: decides which probe sets and metrics apply
     prompt: str  # template with exactly one "{}" where the subject goes
     subject: str
     target_new: str  # stored without a leading space
     target_true: str | None  # None for zsRE (no true object is compared)
     paraphrases: tuple[str, ...] = ()  # fully written prompts (subject filled in)
-    locality: tuple[LocalityPrompt, ...] = ()
+    locality: tuple[Probe, ...] = ()
     relation_id: str | None = None
     source: str = ""  # which reader/data source produced the record
+    portability: tuple[Probe, ...] = ()
 
     def _texts(self):
         yield "prompt", self.prompt
@@ -48,9 +60,10 @@ class EditCase:
             yield "target_true", self.target_true
         for i, p in enumerate(self.paraphrases):
             yield f"paraphrases[{i}]", p
-        for i, lp in enumerate(self.locality):
-            yield f"locality[{i}].prompt", lp.prompt
-            yield f"locality[{i}].answer", lp.answer
+        for name in ("locality", "portability"):
+            for i, lp in enumerate(getattr(self, name)):
+                yield f"{name}[{i}].prompt", lp.prompt
+                yield f"{name}[{i}].answer", lp.answer
 
     @property
     def rewrite_prompt(self) -> str:
@@ -59,7 +72,10 @@ class EditCase:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["paraphrases"] = list(self.paraphrases)
-        d["locality"] = [asdict(x) for x in self.locality]
+        d["locality"] = [x.to_dict() for x in self.locality]
+        d.pop("portability")
+        if self.portability:  # absent when empty, so CounterFact / zsRE files keep their bytes
+            d["portability"] = [x.to_dict() for x in self.portability]
         return d
 
     @classmethod
@@ -80,17 +96,22 @@ class EditCase:
 
         if not isinstance(d, dict):
             raise InputError(f"expected a JSON object, got {type(d).__name__}", file=file, record=record)
-        locality = d.get("locality", [])
         paraphrases = d.get("paraphrases", [])
-        if not isinstance(locality, list) or not all(isinstance(x, dict) for x in locality):
-            raise InputError("expected a list of {prompt, answer} objects", file=file, record=record, field="locality")
         if not isinstance(paraphrases, list):
             raise InputError("expected a list of strings", file=file, record=record, field="paraphrases")
-        try:
-            loc = tuple(LocalityPrompt(text("locality.prompt", x["prompt"]), text("locality.answer", x["answer"]))
-                        for x in locality)
-        except KeyError:
-            raise InputError("each entry needs 'prompt' and 'answer'", file=file, record=record, field="locality") from None
+
+        def probes(name: str) -> tuple[Probe, ...]:
+            entries = d.get(name, [])
+            if not isinstance(entries, list) or not all(isinstance(x, dict) for x in entries):
+                raise InputError("expected a list of {prompt, answer} objects", file=file, record=record, field=name)
+            try:
+                return tuple(Probe(text(f"{name}.prompt", x["prompt"]), text(f"{name}.answer", x["answer"]),
+                                   text(f"{name}.group", x.get("group"), optional=True)) for x in entries)
+            except KeyError:
+                raise InputError("each entry needs 'prompt' and 'answer'", file=file, record=record,
+                                 field=name) from None
+
+        loc = probes("locality")
         case = cls(
             case_id=need("case_id"),
             kind=need("kind"),
@@ -102,6 +123,7 @@ class EditCase:
             locality=loc,
             relation_id=None if d.get("relation_id") is None else str(d["relation_id"]),
             source=str(d.get("source", "")),
+            portability=probes("portability"),
         )
         case.validate(file=file, record=record)
         return case
@@ -114,7 +136,9 @@ class EditCase:
             if bad:
                 raise InputError(bad, file=file, record=rec, field=name)
         if self.kind not in KINDS:
-            raise InputError(f"unknown kind {self.kind!r}; expected one of {KINDS}", file=file, record=rec, field="kind")
+            raise InputError(f"unknown kind {self.kind!r}; expected one of {tuple(KINDS)}", file=file, record=rec,
+                             field="kind")
+        spec = KINDS[self.kind]
         if not self.subject.strip():
             raise InputError("empty subject", file=file, record=rec, field="subject")
         if self.prompt.count("{}") != 1:
@@ -124,14 +148,23 @@ class EditCase:
             )
         if not self.target_new.strip():
             raise InputError("empty target", file=file, record=rec, field="target_new")
-        if self.kind == "counterfact":
+        if spec.needs_true:
             if self.target_true is None or not self.target_true.strip():
                 raise InputError("empty true target", file=file, record=rec, field="target_true")
             if self.target_true.strip() == self.target_new.strip():
                 raise InputError("target_new equals target_true", file=file, record=rec, field="target_new")
-        for i, lp in enumerate(self.locality):
-            if not lp.answer.strip():
-                raise InputError(f"locality[{i}] has an empty answer", file=file, record=rec, field="locality")
+        for name in ("locality", "portability"):
+            for i, lp in enumerate(getattr(self, name)):
+                if not lp.answer.strip():
+                    raise InputError(f"{name}[{i}] has an empty answer", file=file, record=rec, field=name)
+                if not lp.prompt.strip():
+                    raise InputError(f"{name}[{i}] has an empty prompt", file=file, record=rec, field=name)
+        if spec.needs_portability and not self.portability:
+            raise InputError(f"a {self.kind} case needs at least one portability question", file=file, record=rec,
+                             field="portability")
+        if spec.needs_locality and not self.locality:
+            raise InputError(f"a {self.kind} case needs at least one locality prompt", file=file, record=rec,
+                             field="locality")
 
 
 def _bad_text(value: str) -> str | None:

@@ -22,28 +22,20 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, read_json, sha256_file, stable_hash
-from .bundled import build_counterfact, build_zsre
 from .readers import check_kind, parse_records, sniff_format
+from .registry import DATASETS as SPECS
 from .schema import EditCase
 
-DATASETS = ("counterfact", "mcf", "zsre")
+DATASETS = tuple(SPECS)
 SOURCES = ("bundled", "mirror", "official")
 
-OFFICIAL_URLS: Mapping[str, str] = MappingProxyType({
-    "counterfact": "https://rome.baulab.info/data/dsets/counterfact.json",
-    "mcf": "https://rome.baulab.info/data/dsets/multi_counterfact.json",
-    "zsre": "https://rome.baulab.info/data/dsets/zsre_mem_eval.json",
-})
+OFFICIAL_URLS: Mapping[str, str] = MappingProxyType({k: s.official_url for k, s in SPECS.items() if s.official_url})
 # None = not pinned in the code: the first download's hash is recorded in downloads.lock.json and verified after.
-OFFICIAL_SHA256: Mapping[str, str | None] = MappingProxyType({"counterfact": None, "mcf": None, "zsre": None})
+OFFICIAL_SHA256: Mapping[str, str | None] = MappingProxyType({k: s.official_sha256 for k, s in SPECS.items()})
 
 # Paths inside a directory laid out like shared/data. The mirror has no MCF file: MCF is CounterFact
 # without conflicting edits, so it is derived from the CounterFact file (see `drop_conflicts`).
-MIRROR_FILES: Mapping[str, str] = MappingProxyType({
-    "counterfact": "counterfact/counterfact-edit.json",
-    "mcf": "counterfact/counterfact-edit.json",
-    "zsre": "zsre/zsre_mend_eval-first34.json",
-})
+MIRROR_FILES: Mapping[str, str | None] = MappingProxyType({k: s.mirror_file for k, s in SPECS.items()})
 MIRROR_ENV = "JEEPKIT_DATA_MIRROR"
 DEFAULT_CACHE_DIR = Path("data/downloads")
 DOWNLOAD_LOCK = Path("downloads.lock.json")  # committed: URL -> sha256 of the first verified download
@@ -177,6 +169,9 @@ def _fetch_official(
 
 
 def _mirror_path(name: str, mirror: str | Path | None, mirror_file: str | Path | None) -> Path:
+    if mirror_file is None and MIRROR_FILES[name] is None:
+        raise ConfigError(f"the mirror layout has no file for {name}: set data.files.{name} to one (e.g. a "
+                          "KnowEdit JSON you downloaded)")
     rel = Path(mirror_file) if mirror_file is not None else Path(MIRROR_FILES[name])
     if rel.is_absolute():
         path = rel
@@ -231,12 +226,9 @@ def resolve_dataset(
         raise ConfigError(f"n must be >= 0, got {n}")
     prov: dict[str, Any] = {"dataset": name, "source": source, "n": n}
 
+    spec = SPECS[name]
     if source == "bundled":
-        if name == "zsre":
-            cases, reader = build_zsre(n, seed), "bundled.build_zsre"
-        else:
-            # One fact per (subject, relation): already conflict-free, so it serves as MCF too.
-            cases, reader = build_counterfact(n, seed), "bundled.build_counterfact"
+        cases, reader = spec.bundled(n, seed), f"bundled.{spec.bundled.__name__}"
         blob = json.dumps([c.to_dict() for c in cases], sort_keys=True).encode()
         prov.update(path="jeepkit/data/facts.py", seed=seed, reader=reader,
                     sha256=hashlib.sha256(blob).hexdigest(), sha256_of="generated cases")
@@ -256,7 +248,7 @@ def resolve_dataset(
                     f"sha256 of {prov['url']} is not pinned; computed {digest}. Pin it so a changed file is noticed.",
                     stacklevel=2,
                 )
-        derive_mcf = name == "mcf" and source == "mirror"
+        derive_mcf = spec.derive_from_mirror == "drop_conflicts" and source == "mirror"
         cases, reader = _read_file(name, path, f"{source}:{path.name}", None if derive_mcf else n)
         if derive_mcf:
             cases, dropped = drop_conflicts(cases)

@@ -41,7 +41,7 @@ def method_spec(name: str) -> MethodSpec:
 def check_params(params: Mapping[str, Any]) -> None:
     """Every `hparams.<model>.<method>` block (and its `by_dataset` overrides) against its method's fields,
     the methods `edit.methods` / `scaling.methods` name, and the JEEP variants `ablation.variants` names."""
-    for section in ("edit", "scaling"):
+    for section in ("edit", "scaling", "knowedit"):
         for m in (params.get(section) or {}).get("methods", []):
             if m not in METHODS:
                 near = difflib.get_close_matches(str(m), list(METHODS), n=1)

@@ -1,0 +1,72 @@
+"""What a case of each kind is scored on: its named probe sets, the scorer of each, and what Score means.
+
+A dataset (data/registry.py) produces cases of one kind; evaluation, metrics and tables loop over the
+probe sets the kind declares, so a new benchmark is one `CaseKind` here (and its reader), not a switch
+in every module. The scorers are implemented in `jeepkit.evaluation.SCORERS`:
+
+* `new_beats_true`: success when the mean token NLL of target_new is below that of target_true
+  (CounterFact / MCF efficacy and generalisation, spec §7.2);
+* `answer_beats_new`: success when the probe's own answer beats target_new (CounterFact locality);
+* `new_token_acc` / `answer_token_acc`: teacher-forced argmax accuracy of target_new / of the probe's
+  own answer (zsRE, spec §7.3; KnowEdit Edit Succ and Portability);
+* `agrees_with_unedited`: the share of the probe's answer positions whose argmax token is the one the
+  unedited model predicts there (KnowEdit Locality, survey §3.3);
+* `ngram_entropy`: fluency of a greedy continuation, weighted bi-/tri-gram entropy (×100).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    field: str  # the EditCase field holding its prompts: rewrite | paraphrases | locality | portability
+    metric: str  # the table column it feeds
+    scorer: str  # a key of evaluation.SCORERS
+
+
+@dataclass(frozen=True)
+class CaseKind:
+    name: str
+    probe_sets: tuple[ProbeSet, ...]
+    score_of: tuple[str, ...]  # Score = harmonic mean of these metrics
+    needs_true: bool = False  # target_true is required (probability comparisons against it)
+    needs_portability: bool = False
+    needs_locality: bool = False
+    fluency_tokens: int = 0  # > 0: a greedy continuation of the rewrite prompt this long is scored for fluency
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.metric for p in self.probe_sets))
+
+    def probe(self, metric: str) -> ProbeSet:
+        return next(p for p in self.probe_sets if p.metric == metric)
+
+
+KINDS: Mapping[str, CaseKind] = MappingProxyType({k.name: k for k in (
+    CaseKind("counterfact", (ProbeSet("rewrite", "ES", "new_beats_true"),
+                             ProbeSet("paraphrases", "GS", "new_beats_true"),
+                             ProbeSet("locality", "LS", "answer_beats_new")),
+             score_of=("ES", "GS", "LS"), needs_true=True),
+    CaseKind("zsre", (ProbeSet("rewrite", "ES", "new_token_acc"),
+                      ProbeSet("paraphrases", "GS", "new_token_acc"),
+                      ProbeSet("locality", "LS", "answer_token_acc")),
+             score_of=("ES", "GS", "LS")),
+    # KnowEdit (survey §3.3): Edit Succ, Portability, Locality against the unedited model, Fluency. Score here
+    # is the harmonic mean of the first three (the survey defines none).
+    CaseKind("knowedit", (ProbeSet("rewrite", "ES", "new_token_acc"),
+                          ProbeSet("paraphrases", "GS", "new_token_acc"),
+                          ProbeSet("portability", "PS", "answer_token_acc"),
+                          ProbeSet("locality", "LS", "agrees_with_unedited"),
+                          ProbeSet("rewrite", "FL", "ngram_entropy")),
+             score_of=("ES", "PS", "LS"), needs_portability=True, needs_locality=True, fluency_tokens=32),
+)})
+
+
+def kind(name: str) -> CaseKind:
+    if name not in KINDS:
+        raise KeyError(name)
+    return KINDS[name]

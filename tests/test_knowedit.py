@@ -1,0 +1,97 @@
+"""KnowEdit through the dataset contract: the reader, the bundled KnowEdit-style part, and the survey's
+metrics (token-level Edit Succ and Portability, Locality as agreement with the unedited model, Fluency as
+weighted bi-/tri-gram entropy)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from jeepkit.data.bundled import build_knowedit
+from jeepkit.data.facts import RELATIONS
+from jeepkit.data.kinds import KINDS
+from jeepkit.data.readers import detect_and_read
+from jeepkit.data.registry import DATASETS
+from jeepkit.data.schema import EditCase, load_cases, save_cases
+from jeepkit.data.sources import resolve_dataset
+from jeepkit.errors import InputError
+from jeepkit.evaluation import evaluate_cases, ngram_entropy, reference_predictions
+from jeepkit.metrics import summarise
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+SAMPLE = Path(__file__).parent / "fixtures" / "knowedit" / "knowedit_sample.json"
+
+
+def test_reader_maps_the_three_knowedit_layouts():
+    cf, recent, zsre = detect_and_read(SAMPLE, "wiki_counterfact")
+    assert (cf.kind, cf.prompt, cf.subject) == ("knowedit", "The name of the position held by {} is", "Frederic Piesch")
+    assert (cf.target_new, cf.target_true) == ("Archbishop of León, Mexico", "mayor of Vienna")
+    assert [(p.group, p.answer) for p in cf.portability] == [("Subject_Aliasing", "Archbishop of León, Mexico")]
+    assert [p.group for p in cf.locality] == ["Relation_Specificity", "Forgetfulness"]
+    # WikiData_recent: no ground truth, answers as lists of alias lists (the first alias is scored)
+    assert recent.target_true is None
+    assert [(p.group, p.answer) for p in recent.portability] == [("Logical_Generalization", "no"),
+                                                                 ("Reasoning", "Europe")]
+    assert recent.locality[0].answer == "Albert Arons"
+    # ZsRE: a rephrased question becomes the paraphrase
+    assert zsre.paraphrases == ("What family are Epaspidoceras?",) and zsre.target_true == "Aspidoceratidae"
+
+
+def test_canonical_round_trip_keeps_groups_and_old_kinds_unchanged(tmp_path):
+    cases = detect_and_read(SAMPLE, "wiki_counterfact")
+    save_cases(tmp_path / "k.jsonl", cases)
+    assert load_cases(tmp_path / "k.jsonl") == cases
+    cf = EditCase("1", "counterfact", "{} is in", "Paris", "Japan", "France")
+    assert "portability" not in cf.to_dict()  # CounterFact / zsRE files keep their bytes
+    with pytest.raises(InputError, match="portability"):
+        EditCase("1", "knowedit", "{} is in", "Paris", "Japan", None, locality=cf.locality).validate()
+
+
+def test_bundled_knowedit_is_deterministic_and_its_portability_follows_the_fact_table():
+    a, b = build_knowedit(None, 0), build_knowedit(None, 0)
+    assert a == b and len(a) > 100
+    facts = {r.relation_id: dict(r.facts) for r in RELATIONS}
+    for c in a:
+        c.validate()
+        assert c.portability and c.locality and c.target_new != c.target_true
+        for p in c.portability:  # a second hop from the *new* country
+            assert p.answer in {facts[r].get(c.target_new) for r in ("P36", "P37", "P38", "P30")}
+    cases, prov = resolve_dataset("wiki_counterfact", "bundled", n=5, seed=0)
+    assert len(cases) == 5 and prov["reader"] == "bundled.build_knowedit"
+    assert DATASETS["wiki_counterfact"].kind == "knowedit"
+
+
+def test_ngram_entropy_by_hand():
+    # "a b a b": bigrams ab, ba, ab -> H = -(2/3 log2 2/3 + 1/3 log2 1/3); trigrams aba, bab -> H = 1
+    h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
+    assert ngram_entropy("a b a b") == pytest.approx((h2 * 2 / 3 + 1.0 * 4 / 3) / 2)
+    assert ngram_entropy("") == 0.0 and ngram_entropy("one") == 0.0
+
+
+def test_metrics_on_a_tiny_model(tiny_model):
+    """Locality is agreement with the unedited model: the unedited model agrees with itself exactly, and a
+    model with scrambled weights does not; Edit Succ and Portability are token accuracies; Score = hmean."""
+    model, tok, arch = tiny_model
+    cases = build_knowedit(4, 0)
+    ref = reference_predictions(model, tok, cases, progress=False)
+    same = evaluate_cases(model, tok, cases, progress=False, reference=ref)
+    for r in same:
+        assert all(p["acc"] == 1.0 for p in r["locality"])
+        assert 0.0 <= r["rewrite"]["acc"] <= 1.0 and r["portability"] and "entropy" in r["fluency"]
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.copy_(p[torch.randperm(p.shape[0])] if p.dim() > 1 else p)
+    moved = evaluate_cases(other, tok, cases, progress=False, reference=ref)
+    assert any(p["acc"] < 1.0 for r in moved for p in r["locality"])
+    s = summarise(same, "knowedit")
+    assert set(KINDS["knowedit"].metrics) <= set(s) and s["LS"]["mean"] == 100.0 and s["GS"]["n"] == 0
+    es, ps, ls = (s[m]["mean"] for m in ("ES", "PS", "LS"))
+    expect = 0.0 if min(es, ps, ls) == 0 else 3 / (1 / es + 1 / ps + 1 / ls)
+    assert s["Score"]["mean"] == pytest.approx(expect)
+    with pytest.raises(ValueError, match="reference"):
+        evaluate_cases(model, tok, cases, progress=False)
