@@ -20,7 +20,7 @@ import torch
 from jeepkit.editing.recipe import EditContext
 from jeepkit.data.sources import resolve_dataset
 from jeepkit.editing.engine import sample_prefixes
-from jeepkit.editing.run import edit
+from jeepkit.editing.run import edit, method_spec
 from jeepkit.editing.targets import TargetCache
 from jeepkit.evaluation import evaluate_cases
 from jeepkit.metrics import summarise
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=25)
     ap.add_argument("--mirror", default="../shared/data")
     ap.add_argument("--work", default="/tmp/calib")
-    ap.add_argument("--methods", nargs="*", default=["none", "ft_wd", "rome", "memit", "pmet", "alphaedit", "jeep"])
+    ap.add_argument("--methods", nargs="*", default=["none", "ft_wd", "rome", "memit", "pmet", "alphaedit", "jeep", "kne"])
     ap.add_argument("--anchors", action="store_true", help="also run JEEP with each high_anchor")
     ap.add_argument("--jeep-grid", default=None, metavar="KEY=JSON_LIST",
                     help="also run JEEP once per value of one hyperparameter, in the order given")
@@ -52,7 +52,8 @@ def main() -> None:
                       max_length=2048)
     layers, roles = params["stats"]["layers"], params["stats"]["modules"]
     needed = [arch.name(r, l) for r in roles for l in layers]
-    if not all((work / "stats2" / spec.key(ident) / f"{m}.safetensors").exists() for m in needed):
+    no_stats = all(method_spec(m).kind in ("gradient", "unedited") for m in a.methods) and not (a.anchors or a.jeep_grid)
+    if not no_stats and not all((work / "stats2" / spec.key(ident) / f"{m}.safetensors").exists() for m in needed):
         compute_stats(model, tok, arch, needed, spec, ident, work / "stats2")
     cov = CovarianceStore(work / "stats2", spec, ident)
     cases, _ = resolve_dataset("counterfact", "mirror", mirror=a.mirror, n=a.n)
