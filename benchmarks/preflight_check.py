@@ -25,7 +25,7 @@ from jeepkit.memory import GB, known_dims  # noqa: E402
 from jeepkit.params import load_params  # noqa: E402
 from jeepkit.preflight import estimate, host_overhead  # noqa: E402
 
-BASELINE = ("import resource, torch, transformers, jeepkit.pipeline, jeepkit.probe, jeepkit.stats;"
+BASELINE = ("import resource, torch, transformers, jeepkit.runners.edit, jeepkit.probe, jeepkit.stats;"
             "from transformers import AutoModelForCausalLM, AutoTokenizer;"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
 

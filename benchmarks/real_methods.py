@@ -1,39 +1,37 @@
 """Every method (and JEEP's high_anchor options) on the first N real CounterFact records, SmolLM2.
 
-Covariance from the first 1,000 non-empty lines of wiki.test.raw (max length 2048), hyperparameters
-from params.yaml (hparams.smollm2, CounterFact). Prints one line per run: ES / GS / LS / Score with
-95% intervals and the edit time. Usage:
-  python benchmarks/real_methods.py --n 25 --work /tmp/calib [--methods none memit jeep ...] [--anchors]
+Runs the stages' own recipe (`jeepkit.runners`): params.yaml under profiles/real-small.yaml (mirror data,
+covariance from WikiText-2 as that profile sets it), with edit.n_edits = edit.batch_size = N, so each
+line is what the real-small profile's edit stage prints at N edits. Inputs, runs and metrics land in
+--work (re-used across invocations; targets are cached there). Prints one line per run: ES / GS / LS /
+Score with 95% intervals and the wall time of the edit stage. Usage:
+  python benchmarks/real_methods.py --n 25 --work /tmp/real [--methods none memit jeep ...] [--anchors]
       [--jeep-grid clamp_high='[1.0, 0.75]']   # JEEP once per value (e.g. Fig. 6 on real records)
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from jeepkit.editing.recipe import EditContext
-from jeepkit.data.sources import resolve_dataset
-from jeepkit.editing.engine import sample_prefixes
-from jeepkit.editing.run import edit, method_spec
-from jeepkit.editing.targets import TargetCache
-from jeepkit.evaluation import evaluate_cases
-from jeepkit.metrics import summarise
-from jeepkit.models import load_model, model_identity, prepare_model
-from jeepkit.params import load_params, method_hparams
-from jeepkit.stats import CorpusSpec, CovarianceStore, compute_stats
+from jeepkit.editing.run import method_spec
+from jeepkit.params import load_params
+from jeepkit.runners.edit import edit_and_evaluate
+from jeepkit.runners.workspace import ensure_inputs, working_directory, workspace_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=25)
-    ap.add_argument("--mirror", default="../shared/data")
-    ap.add_argument("--work", default="/tmp/calib")
+    ap.add_argument("--mirror", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--work", default="/tmp/real")
+    ap.add_argument("--profile", default=str(ROOT / "profiles" / "real-small.yaml"))
     ap.add_argument("--methods", nargs="*", default=["none", "ft_wd", "rome", "memit", "pmet", "alphaedit", "jeep", "kne"])
     ap.add_argument("--anchors", action="store_true", help="also run JEEP with each high_anchor")
     ap.add_argument("--jeep-grid", default=None, metavar="KEY=JSON_LIST",
@@ -42,43 +40,31 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    work = Path(a.work)
-    if not (work / "model" / "model_card.json").exists():
-        prepare_model({"source": "embedded"}, work / "model")
-    model, tok, arch, card = load_model(work / "model")
-    ident = model_identity(card)
-    params = load_params("params.yaml")
-    spec = CorpusSpec(corpus=f"file:{Path(a.mirror) / 'wikitext' / 'wiki.test.raw'}", n_samples=1000,
-                      max_length=2048)
-    layers, roles = params["stats"]["layers"], params["stats"]["modules"]
-    needed = [arch.name(r, l) for r in roles for l in layers]
-    no_stats = all(method_spec(m).kind in ("gradient", "unedited") for m in a.methods) and not (a.anchors or a.jeep_grid)
-    if not no_stats and not all((work / "stats2" / spec.key(ident) / f"{m}.safetensors").exists() for m in needed):
-        compute_stats(model, tok, arch, needed, spec, ident, work / "stats2")
-    cov = CovarianceStore(work / "stats2", spec, ident)
-    cases, _ = resolve_dataset("counterfact", "mirror", mirror=a.mirror, n=a.n)
-    cache = TargetCache(work / "targets")
+    mirror = Path(a.mirror).resolve()
+    params = workspace_params(load_params(ROOT / "params.yaml"), a.profile, {
+        "data.mirror": str(mirror), "stats.corpus": f"file:{mirror / 'wikitext' / 'wiki.test.raw'}",
+        "edit.n_edits": a.n, "edit.batch_size": a.n})
     runs = [(m, {}) for m in a.methods]
     if a.anchors:
         runs += [("jeep", {"high_anchor": x}) for x in ("mlp_consistent", "resid_paper")]
     if a.jeep_grid:
         key, _, values = a.jeep_grid.partition("=")
         runs += [("jeep", {key: v}) for v in json.loads(values)]
+    needs_stats = any(method_spec(m).kind not in ("gradient", "unedited") for m, _ in runs)
     rows = []
-    for method, over in runs:
-        hp = {**method_hparams(params, method, "counterfact"), **over}
-        edited = copy.deepcopy(model)
-        t0 = time.time()
-        res = edit(EditContext(edited, tok, arch, cov.get, sample_prefixes(edited, tok, 0), ident, cache=cache), method, cases, hp)
-        dt = time.time() - t0
-        s = summarise(evaluate_cases(edited, tok, cases, progress=False), "counterfact")
-        row = {"method": method, **over, **{k: [round(s[k]["mean"], 1), s[k]["ci95"] and round(s[k]["ci95"], 1)]
-                                            for k in ("ES", "GS", "LS", "Score")}, "edit_seconds": round(dt, 1),
-               "z_error_high": next((v for k, v in res.info.items() if k.startswith("high/") and "residual" in k), None)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    with working_directory(a.work):
+        ensure_inputs(params, ["counterfact"], statistics=needs_stats)
+        for method, over in runs:
+            t0 = time.time()
+            m = edit_and_evaluate(method, "counterfact", params, group="bench", overrides=over, n_edits=a.n)
+            s = m["summary"]
+            row = {"method": method, **over, **{k: [round(s[k]["mean"], 1), s[k]["ci95"] and round(s[k]["ci95"], 1)]
+                                                for k in ("ES", "GS", "LS", "Score")},
+                   "stage_seconds": round(time.time() - t0, 1), "n": m["n_edits"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps({"n": a.n, "rows": rows}, indent=2))
+        Path(a.out).write_text(json.dumps({"n": a.n, "profile": Path(a.profile).name, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import argparse
 
 from jeepkit.cli import stage_main
 from jeepkit.data.registry import DATASETS
-from jeepkit.inputs import build_data
+from jeepkit.runners.inputs import build_data
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

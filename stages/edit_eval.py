@@ -6,7 +6,7 @@ metrics/<group>/<run>_<dataset>_s<seed>.json.
 import argparse
 
 from jeepkit.cli import parse_overrides, stage_main
-from jeepkit.pipeline import edit_and_evaluate
+from jeepkit.runners.edit import edit_and_evaluate
 
 
 def main(a: argparse.Namespace) -> None:

@@ -2,7 +2,7 @@
 import argparse
 
 from jeepkit.cli import stage_main
-from jeepkit.probe import run_probe_stage
+from jeepkit.runners.probe import run_probe_stage
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

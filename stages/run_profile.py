@@ -8,7 +8,7 @@ import yaml
 from jeepkit.cli import stage_main
 from jeepkit.config import validate_params
 from jeepkit.params import load_params
-from jeepkit.profiles import apply_overrides, load_profile
+from jeepkit.profiles import apply_overrides, profile_overrides
 
 
 def override_args(overrides: dict) -> list[str]:
@@ -25,10 +25,7 @@ if __name__ == "__main__":
     ap.add_argument("--model-key", default=None, help="also apply the profile's block for this model key")
     ap.add_argument("--dry", action="store_true", help="print the dvc command instead of running it")
     a, extra = ap.parse_known_args()
-    prof = load_profile(a.profile)
-    ov = dict(prof["overrides"])
-    if a.model_key:
-        ov.update(prof.get(a.model_key, {"model.key": a.model_key}))
+    ov = profile_overrides(a.profile, a.model_key)
     # the same schema the stages apply, before DVC starts anything (a typo would otherwise re-run stages)
     stage_main(lambda: validate_params(apply_overrides(load_params("params.yaml"), ov)))()
     cmd = ["dvc", "exp", "run", *override_args(ov), *extra]

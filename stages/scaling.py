@@ -2,7 +2,7 @@
 import argparse
 
 from jeepkit.cli import stage_main
-from jeepkit.pipeline import scaling
+from jeepkit.runners.edit import scaling
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

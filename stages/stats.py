@@ -2,7 +2,7 @@
 import argparse
 
 from jeepkit.cli import stage_main
-from jeepkit.inputs import stats
+from jeepkit.runners.inputs import stats
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -17,7 +17,8 @@ import yaml
 from safetensors.torch import load_file
 
 import tiny
-from jeepkit import cli, inputs, pipeline
+from jeepkit import cli
+from jeepkit.runners import edit as pipeline, inputs
 from jeepkit.params import paths
 from jeepkit.editing.deltas import load_deltas
 from jeepkit.models import load_model
@@ -156,7 +157,7 @@ def test_rome_case_study_and_chunks_are_byte_identical_across_runs(workdir):
 
 def test_chunks_start_from_the_exact_original_weights(workdir):
     """After an edit of several chunks the model is bit-for-bit the loaded one (no W + ΔW − ΔW drift)."""
-    s = pipeline._Session("params.yaml", "memit", "counterfact", None, {})
+    s = pipeline.Session("params.yaml", "memit", "counterfact", None, {})
     before = {k: v.clone() for k, v in s.model.state_dict().items()}
     s.run_chunks(s.cases[:4], 2, keep_deltas=False, progress=False)
     after = s.model.state_dict()

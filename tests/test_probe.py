@@ -13,7 +13,8 @@ import torch
 
 from jeepkit.data.schema import EditCase, LocalityPrompt, save_cases
 from jeepkit.probe import (BASE_QUANTITIES, POSITIONS, aggregate, configured_layers, format_recommendation,
-                           load_probe, probe_records, recommend_layers, run_probe_stage, save_probe)
+                           load_probe, probe_records, recommend_layers, save_probe)
+from jeepkit.runners.probe import run_probe_stage
 from jeepkit.wordsets import EXPLICIT_SETS, SET_NAMES, STOPWORDS, build_wordsets, stopword_tokens
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

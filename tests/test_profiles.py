@@ -8,7 +8,7 @@ import pytest
 
 from jeepkit.errors import ConfigError
 from jeepkit.params import load_params
-from jeepkit.pipeline import scaling_sizes
+from jeepkit.runners.edit import scaling_sizes
 from jeepkit.profiles import apply_overrides, dry_run, expand_runs, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,8 +23,8 @@ def test_paper_profile_dry_run(model_key):
         params = apply_overrides(params, prof[model_key])
     summary = dry_run(params)
     n_seeds, n_ds, n_methods = 3, 2, len(params["edit"]["methods"])
-    expected = n_seeds * (n_ds * n_methods + len(params["ablation"]["variants"]) + len(params["sweep"]["clamp_high"])
-                          + len(params["scaling"]["methods"]))
+    expected = n_seeds * (n_ds * n_methods + len(params["knowedit"]["methods"]) + len(params["ablation"]["variants"])
+                          + len(params["sweep"]["clamp_high"]) + len(params["scaling"]["methods"]))
     assert summary["runs"] == expected
     assert summary["depth"] == {"llama7b": 32, "gptj": 28}[model_key]
 

@@ -11,14 +11,13 @@ statistics, probe, reports) do not depend on the editors' code.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .data.registry import DATASETS as _DATASET_SPECS
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,7 @@ TOP: dict[str, F] = {"profile": F("str", nullable=True), "seed": F("int", lo=0),
 REQUIRED_SECTIONS = ("model",)  # the others are checked when present; a stage that needs one says so
 
 def _unknown(key: str, known: Mapping[str, Any], where: str) -> ConfigError:
-    near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(known))}"
-    return ConfigError(f"params: {_join(where, key)}: unknown key{hint}")
+    return ConfigError(f"params: {_join(where, key)}: unknown key{did_you_mean(key, known, list_known=True)}")
 
 
 def _join(where: str, key: Any) -> str:
@@ -104,9 +101,8 @@ def _scalar(f: F, v: Any, path: str) -> None:
     if kind == "str" and not v.strip():
         raise ConfigError(f"params: {path}: empty string")
     if f.choices is not None and v not in f.choices:
-        near = difflib.get_close_matches(str(v), [str(c) for c in f.choices], n=1, cutoff=0.5)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"params: {path}: unknown value {v!r}; expected one of {list(f.choices)}{hint}")
+        raise ConfigError(f"params: {path}: unknown value {v!r}; expected one of {list(f.choices)}"
+                          f"{did_you_mean(v, f.choices, cutoff=0.5)}")
 
 
 def check_value(f: F, v: Any, path: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class JeepkitError(Exception):
     """Base class: every error the package raises on purpose."""
@@ -28,3 +31,12 @@ class ConfigError(JeepkitError):
 
 class OptimisationError(JeepkitError):
     """Numerical failure during target optimisation or the weight solve (NaN, singular system)."""
+
+
+def did_you_mean(name: object, known: Iterable[object], *, cutoff: float = 0.6, list_known: bool = False) -> str:
+    """"; did you mean 'x'?" for the nearest known name; else the sorted known names (list_known) or ""."""
+    names = [str(k) for k in known]
+    near = difflib.get_close_matches(str(name), names, n=1, cutoff=cutoff)
+    if near:
+        return f"; did you mean '{near[0]}'?"
+    return f"; known: {', '.join(sorted(names))}" if list_known else ""

@@ -83,11 +83,10 @@ def _query(tok, case_idx: int, case: EditCase, slot: tuple, prompt: str, answer:
 @dataclass(frozen=True)
 class Scorer:
     """How one probe set is scored (data/kinds.py names it): which candidates each prompt is paired with,
-    and how their scores become the prompt's result. `value` is the key a metric averages."""
+    and how their scores become the prompt's result (data/kinds.py `SCORINGS` says which key a metric reads)."""
 
     candidates: Callable[[EditCase, Probe | None], list[tuple[str, str]]]  # (which, answer) per prompt
     assemble: Callable[[dict[str, "_Scored"], Any], dict[str, Any]]  # (scored candidates, reference) -> result
-    value: str
     needs_reference: bool = False  # scored against the unedited model's predictions
 
 
@@ -120,14 +119,13 @@ def _agreement(got: dict[str, _Scored], reference: list[int] | None) -> dict[str
 
 SCORERS: Mapping[str, Scorer] = MappingProxyType({
     "new_beats_true": Scorer(lambda c, p: [("new", c.target_new), ("true", c.target_true)],
-                             lambda got, _: _nll_pair(got, "new", "true"), "success"),
+                             lambda got, _: _nll_pair(got, "new", "true")),
     "answer_beats_new": Scorer(lambda c, p: [("true", p.answer), ("new", c.target_new)],
-                               lambda got, _: _nll_pair(got, "true", "new"), "success"),
-    "new_token_acc": Scorer(lambda c, p: [("new", c.target_new)], lambda got, _: _acc(got, "new"), "acc"),
-    "answer_token_acc": Scorer(lambda c, p: [("true", p.answer)], lambda got, _: _acc(got, "true"), "acc"),
-    "agrees_with_unedited": Scorer(lambda c, p: [("true", p.answer)], _agreement, "acc", needs_reference=True),
+                               lambda got, _: _nll_pair(got, "true", "new")),
+    "new_token_acc": Scorer(lambda c, p: [("new", c.target_new)], lambda got, _: _acc(got, "new")),
+    "answer_token_acc": Scorer(lambda c, p: [("true", p.answer)], lambda got, _: _acc(got, "true")),
+    "agrees_with_unedited": Scorer(lambda c, p: [("true", p.answer)], _agreement, needs_reference=True),
 })
-GENERATED = ("ngram_entropy",)  # scorers of generated text, not of teacher-forced candidates
 
 
 def probe_prompts(case: EditCase, field: str) -> list[tuple[str, Probe | None]]:
@@ -141,7 +139,7 @@ def probe_prompts(case: EditCase, field: str) -> list[tuple[str, Probe | None]]:
 
 def _teacher_forced(case: EditCase, only_reference: bool = False):
     for ps in KINDS[case.kind].probe_sets:
-        if ps.scorer in GENERATED:
+        if ps.scoring.generated:
             continue
         sc = SCORERS[ps.scorer]
         if only_reference and not sc.needs_reference:
@@ -201,18 +199,14 @@ def _assemble(case: EditCase, got: dict[tuple, _Scored], reference: dict[str, An
     out: dict[str, Any] = {"case_id": case.case_id, "kind": case.kind}
     for ps, sc in _teacher_forced(case):
         results = []
-        for i, _ in enumerate(probe_prompts(case, ps.field)):
-            cands = {which: got[(ps.field, i, which)] for which, _ in sc.candidates(case, _probe_at(case, ps.field, i))}
+        for i, (_, probe) in enumerate(probe_prompts(case, ps.field)):
+            cands = {which: got[(ps.field, i, which)] for which, _ in sc.candidates(case, probe)}
             ref = None
             if sc.needs_reference and reference is not None:
                 ref = reference[ps.field][i]["pred"]
             results.append(sc.assemble(cands, ref))
         out[ps.field] = results[0] if ps.field == "rewrite" else results
     return out
-
-
-def _probe_at(case: EditCase, field: str, i: int) -> Probe | None:
-    return probe_prompts(case, field)[i][1]
 
 
 def evaluate_cases(model: nn.Module | None, tok, cases: list[EditCase], batch_size: int = 16,

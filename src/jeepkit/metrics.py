@@ -103,11 +103,6 @@ def _mean_or_none(xs: Sequence[float]) -> float | None:
     return float(np.mean(xs)) if len(xs) else None
 
 
-# the per-prompt result key each scorer's metric averages (evaluation.SCORERS[...].value)
-VALUE_OF = {"new_beats_true": "success", "answer_beats_new": "success", "new_token_acc": "acc",
-            "answer_token_acc": "acc", "agrees_with_unedited": "acc"}
-
-
 def _kind(kind: Any, record: Any = None):
     if kind not in KINDS:
         raise InputError(f"unknown kind {kind!r}", record=record, field="kind")
@@ -122,16 +117,16 @@ def record_scores(case: dict[str, Any]) -> dict[str, float | None]:
     spec = _kind(case.get("kind"), case.get("case_id"))
     out: dict[str, float | None] = {}
     for ps in spec.probe_sets:
-        if ps.scorer == "ngram_entropy":
+        sc = ps.scoring
+        if sc.generated:
             fl = case.get("fluency")
-            out[ps.metric] = None if fl is None else float(fl["entropy"]) / 100.0
+            out[ps.metric] = None if fl is None else float(fl[sc.value]) / sc.scale
             continue
         got = case.get(ps.field, [])
-        key = VALUE_OF[ps.scorer]
         if ps.field == "rewrite":
-            out[ps.metric] = float(got[key])
+            out[ps.metric] = float(got[sc.value]) / sc.scale
         else:
-            out[ps.metric] = _mean_or_none([float(p[key]) for p in got])
+            out[ps.metric] = _mean_or_none([float(p[sc.value]) / sc.scale for p in got])
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Union
 
 import yaml
 
@@ -30,6 +30,18 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         return validate_params(params)
     except ConfigError as e:
         raise ConfigError(f"{path}: {str(e).removeprefix('params: ')}") from None
+
+
+ParamsLike = Union[str, Path, Mapping[str, Any]]
+
+
+def resolve_params(params: ParamsLike) -> dict[str, Any]:
+    """A params.yaml path, loaded and checked; or a mapping (a profile with overrides), copied and checked."""
+    if isinstance(params, Mapping):
+        from .config import validate_params
+
+        return validate_params(copy.deepcopy(dict(params)))
+    return load_params(params)
 
 
 def need(params: dict[str, Any], dotted: str) -> Any:

@@ -148,7 +148,7 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
     points = [(n, batch)]
     seen = set() if seen is None else seen
     if r["stage"].startswith("scaling@"):
-        from .pipeline import scaling_sizes
+        from .runners.edit import scaling_sizes
 
         sc = params.get("scaling") or {}
         m_max = int(sc.get("max_edits", n))

@@ -56,7 +56,7 @@ LAYER_AXIS = "entry 0 = embedding output; entry k = output of decoder layer k-1 
 
 # ------------------------------------------------------------------ the probe
 
-def _prompt(tok, case: EditCase) -> tuple[list[int], int, int, int, int]:
+def probe_prompt(tok, case: EditCase) -> tuple[list[int], int, int, int, int]:
     """Prompt ids, subject_last, prompt_last and the first tokens of the true and new answers."""
     if not case.target_true:
         raise InputError("the probe needs a true answer (CounterFact-style records)", record=case.case_id,
@@ -167,7 +167,7 @@ def probe_records(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
             out[f"meanrank_{s}"] = np.full(shape, np.nan)
             out[f"size_{s}"] = np.zeros(n, np.int64)
 
-    prepared = [_prompt(tok, c) for c in cases]
+    prepared = [probe_prompt(tok, c) for c in cases]
     pad = pad_id(tok)
     bar = tqdm(total=n, desc="probe", disable=not progress)
     for b0 in range(0, n, max(1, int(batch_size))):
@@ -452,60 +452,3 @@ def probe_settings(params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"params.yaml: unknown probe keys {unknown}; known: {sorted(DEFAULTS)}")
     return {**DEFAULTS, **given}
-
-
-def run_probe_stage(dataset: str | None = None, params_path: str = "params.yaml",
-                    out_dir: str | Path | None = None, apply_final_norm: bool | None = None) -> dict[str, Any]:
-    """DVC stage: probe the first ``probe.n_records`` records of ``dataset`` and write
-    ``data/probe/<model key>/<dataset>/arrays.npz`` + ``arrays.json``; print the layer recommendation.
-    ``apply_final_norm`` overrides ``probe.apply_final_norm`` (the pipeline runs both lenses)."""
-    from .data.schema import load_cases
-    from .models import model_identity
-    from .runtime import load_run_model, runtime_for
-    from .params import load_params
-    from .params import paths
-    from .wordsets import build_wordsets
-
-    params = load_params(params_path)
-    s = probe_settings(params)
-    if apply_final_norm is not None:
-        s["apply_final_norm"] = bool(apply_final_norm)
-    dataset = dataset or s["dataset"]
-    p = paths(params)
-    all_cases = load_cases(p["datasets"] / f"{dataset}.jsonl")
-    if all_cases and all_cases[0].kind != "counterfact":
-        raise ConfigError(f"the probe needs CounterFact-style records (true answers); {dataset} is {all_cases[0].kind}")
-    model, tok, arch, card = load_run_model(params)
-    cases, skipped = [], []
-    for c in all_cases:
-        if len(cases) >= int(s["n_records"]):
-            break
-        try:
-            _prompt(tok, c)
-            cases.append(c)
-        except InputError as e:
-            skipped.append({"case_id": c.case_id, "reason": str(e)})
-    if not cases:
-        raise ConfigError(f"no probe-able records in {dataset}")
-    ws = build_wordsets(tok, cases, reference=all_cases, max_related=int(s["max_related"])) if s["wordsets"] else None
-    arrays = probe_records(model, tok, arch, cases, apply_final_norm=bool(s["apply_final_norm"]), wordsets=ws,
-                           batch_size=runtime_for(params, model).probe_rows)
-    rec = recommend_layers(arrays, n_low=int(s["n_low"]), n_high=int(s["n_high"]))
-    conf = configured_layers(params)
-    sidecar = {
-        "dataset": dataset, "case_ids": [c.case_id for c in cases], "skipped": skipped,
-        "positions": list(POSITIONS), "layer_axis": LAYER_AXIS, "n_layers": arch.n_layers,
-        "vocab_size": int(get_module(model, arch.lm_head).weight.shape[0]),
-        "family": arch.family, "model": {"key": params["model"]["key"], **model_identity(card)},
-        "settings": s, "apply_final_norm": bool(s["apply_final_norm"]),
-        "lens": "softmax(lm_head(final_norm(h)))" if s["apply_final_norm"] else "softmax(lm_head(h)), no final norm",
-        "wordsets": ws.summary() if ws is not None else None,
-        "recommendation": rec, "configured_layers": conf,
-    }
-    out = Path(out_dir) if out_dir is not None else Path("data") / "probe" / str(params["model"]["key"]) / dataset
-    with atomic_dir(out) as tmp:
-        save_probe(tmp, arrays, sidecar)
-    print(f"probe: {len(cases)} records of {dataset} ({len(skipped)} skipped), {arch.n_layers} layers, "
-          f"{sidecar['lens']} -> {out}")
-    print(format_recommendation(rec, conf))
-    return sidecar

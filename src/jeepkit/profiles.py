@@ -39,13 +39,20 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def profile_params(params: dict[str, Any], profile: str | Path | None, model_key: str | None = None) -> dict[str, Any]:
-    """params under a profile's overrides, then its block for `model_key` (or just model.key = model_key)."""
+def profile_overrides(profile: str | Path | None, model_key: str | None = None) -> dict[str, Any]:
+    """The dotted overrides a profile sets: its `overrides`, then its block for `model_key` (or just
+    model.key = model_key). `make repro-profile` passes these to `dvc exp run -S` in this order, and the dry
+    run, the preflight and the benchmarks apply the same ones, so all of them see the same params."""
     prof = load_profile(profile) if profile else {"overrides": {}}
-    params = apply_overrides(params, prof["overrides"])
+    out = dict(prof["overrides"])
     if model_key:
-        params = apply_overrides(params, prof.get(model_key) or {"model.key": model_key})
-    return params
+        out.update(prof.get(model_key) or {"model.key": model_key})
+    return out
+
+
+def profile_params(params: dict[str, Any], profile: str | Path | None, model_key: str | None = None) -> dict[str, Any]:
+    """params under `profile_overrides(profile, model_key)`."""
+    return apply_overrides(params, profile_overrides(profile, model_key))
 
 
 def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,6 +63,10 @@ def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
         for m in need(params, "edit.methods"):
             for s in seeds:
                 runs.append({"stage": f"edit@{m}-{ds}-{s}", "method": m, "dataset": ds, "overrides": {}})
+    ke = params.get("knowedit") or {}
+    for m in ke.get("methods", []):
+        for s in seeds:
+            runs.append({"stage": f"knowedit@{m}-{s}", "method": m, "dataset": ke["dataset"], "overrides": {}})
     ab = params.get("ablation") or {}
     for v in ab.get("variants", []):
         for s in seeds:

@@ -22,10 +22,34 @@ from typing import Mapping
 
 
 @dataclass(frozen=True)
+class Scoring:
+    """Where a scorer's metric value sits in a case's evaluation result."""
+
+    value: str  # the per-prompt result key the metric averages
+    generated: bool = False  # scores generated text (the case result's "fluency"), not teacher-forced candidates
+    scale: float = 1.0  # the metric's fraction is result[value] / scale (fluency is stored ×100)
+
+
+SCORINGS: Mapping[str, Scoring] = MappingProxyType({
+    "new_beats_true": Scoring("success"), "answer_beats_new": Scoring("success"),
+    "new_token_acc": Scoring("acc"), "answer_token_acc": Scoring("acc"), "agrees_with_unedited": Scoring("acc"),
+    "ngram_entropy": Scoring("entropy", generated=True, scale=100.0),
+})
+
+
+@dataclass(frozen=True)
 class ProbeSet:
     field: str  # the EditCase field holding its prompts: rewrite | paraphrases | locality | portability
     metric: str  # the table column it feeds
-    scorer: str  # a key of evaluation.SCORERS
+    scorer: str  # a key of SCORINGS (teacher-forced ones are implemented in evaluation.SCORERS)
+
+    def __post_init__(self):
+        if self.scorer not in SCORINGS:
+            raise KeyError(f"probe set {self.metric}: unknown scorer {self.scorer!r}")
+
+    @property
+    def scoring(self) -> Scoring:
+        return SCORINGS[self.scorer]
 
 
 @dataclass(frozen=True)

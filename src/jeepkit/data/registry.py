@@ -8,12 +8,11 @@ table; adding a dataset is one entry here (plus its reader in readers.py when it
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from .bundled import build_counterfact, build_knowedit, build_zsre
 from .kinds import KINDS
 from .schema import EditCase
@@ -60,7 +59,5 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({d.name: d for d in (
 
 def dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        near = difflib.get_close_matches(str(name), list(DATASETS), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}{hint}")
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}{did_you_mean(name, DATASETS)}")
     return DATASETS[name]

@@ -8,12 +8,11 @@ a misspelt `clamp_hgh` is an error rather than a silently ignored setting.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 from ..config import F, check_value
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 
 def knob(kind: str, default: Any = MISSING, *, key: str | None = None, **rules: Any) -> Any:
@@ -51,9 +50,8 @@ class HParams:
         rules = cls.rules()
         for k, v in values.items():
             if k not in rules:
-                near = difflib.get_close_matches(str(k), list(rules), n=1, cutoff=0.6)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(rules))}"
-                raise ConfigError(f"params: {where}.{k}: unknown key of method {cls.method!r}{hint}")
+                raise ConfigError(f"params: {where}.{k}: unknown key of method {cls.method!r}"
+                                  f"{did_you_mean(k, rules, list_known=True)}")
             check_value(rules[k], v, f"{where}.{k}")
         if not partial:
             for k, f in rules.items():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -195,7 +195,9 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     dev = output_device(model)
     n_tokens = sum(len(l.answer_ids) for l in locs)
-    batches = [locs[b:b + rows_per_pass] for b in range(0, len(locs), rows_per_pass)]
+    # padded once: the inputs do not change between steps (token ids are small beside the activations)
+    batches = [(*right_pad([l.ids[:-1] for l in part], pad_id(tok), device=input_device(model)), *_scored(part, dev))
+               for part in (locs[b:b + rows_per_pass] for b in range(0, len(locs), rows_per_pass))]
     losses: list[float] = []
     handles = [mods[n].register_forward_hook(hook(n)) for n, _ in live]
     try:
@@ -206,9 +208,7 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
             # the mean cross-entropy over every target token of the batch, accumulated over passes of grad_rows
             opt.zero_grad(set_to_none=True)
             value = 0.0
-            for part in batches:
-                ids, mask = right_pad([l.ids[:-1] for l in part], pad_id(tok), device=input_device(model))
-                r_, c_, labels = _scored(part, dev)
+            for ids, mask, r_, c_, labels in batches:
                 with torch.enable_grad():
                     h = final_hidden(model, ids, mask).to(dev)
                     logits = model.get_output_embeddings()(h[r_, c_]).float()

@@ -7,12 +7,11 @@ order, which tables and the ledger follow.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping, Sequence
 
 from ..data.schema import EditCase
 from ..config import check_value
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from . import alphaedit, ft_wd, jeep, kne, memit, pmet, rome
 from .hparams import NoHParams
 from .recipe import EditContext, EditResult
@@ -32,9 +31,7 @@ METHODS: Mapping[str, MethodSpec] = {s.name: s for s in (
 
 def method_spec(name: str) -> MethodSpec:
     if name not in METHODS:
-        near = difflib.get_close_matches(str(name), list(METHODS), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"unknown method {name!r}; expected one of {sorted(METHODS)}{hint}")
+        raise ConfigError(f"unknown method {name!r}; expected one of {sorted(METHODS)}{did_you_mean(name, METHODS)}")
     return METHODS[name]
 
 
@@ -44,18 +41,15 @@ def check_params(params: Mapping[str, Any]) -> None:
     for section in ("edit", "scaling", "knowedit"):
         for m in (params.get(section) or {}).get("methods", []):
             if m not in METHODS:
-                near = difflib.get_close_matches(str(m), list(METHODS), n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(METHODS))}"
-                raise ConfigError(f"params: {section}.methods: unknown method {m!r}{hint}")
+                raise ConfigError(f"params: {section}.methods: unknown method {m!r}"
+                                  f"{did_you_mean(m, METHODS, list_known=True)}")
     for v in (params.get("ablation") or {}).get("variants", []):
         check_value(jeep.Hparams.rules()["variant"], v, "ablation.variants[]")
     for model_key, methods in (params.get("hparams") or {}).items():
         for method, block in (methods or {}).items():
             where = f"hparams.{model_key}.{method}"
             if method not in METHODS:
-                near = difflib.get_close_matches(str(method), list(METHODS), n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(METHODS))}"
-                raise ConfigError(f"params: {where}: unknown method{hint}")
+                raise ConfigError(f"params: {where}: unknown method{did_you_mean(method, METHODS, list_known=True)}")
             block = dict(block or {})
             by = block.pop("by_dataset", None) or {}
             cls = METHODS[method].hparams

@@ -8,24 +8,21 @@ so two runs of the same stage, on any machine, give the same bytes.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from . import faults
-from .data.kinds import KINDS
-from .data.schema import load_cases, save_cases
-from .editing.deltas import parameter, save_deltas
-from .device import device_kind, input_device
-from .errors import ConfigError, InputError
-from .io import atomic_dir, read_json, write_json, write_jsonl
-from .lineage import code_version
-from .metrics import summarise
-from .models import model_identity
-from .params import load_params, method_hparams, need, paths
-from .runtime import load_run_model, runtime_for
-from .stats import CovarianceStore, corpus_spec
+from .. import faults
+from ..data.kinds import KINDS
+from ..data.schema import load_cases, save_cases
+from ..editing.deltas import Pristine, save_deltas
+from ..device import device_kind, input_device
+from ..errors import ConfigError, InputError
+from ..io import atomic_dir, read_json, write_json, write_jsonl
+from ..lineage import code_version
+from ..metrics import summarise
+from ..models import model_identity
+from ..params import ParamsLike, method_hparams, need, paths, resolve_params
+from ..runtime import load_run_model, runtime_for
+from ..stats import CovarianceStore, corpus_spec
 
 TIMING_SUFFIX = "_seconds"
 HISTORY_KEYS = ("target_cache_hits", "target_cache_misses")  # depend on what an earlier run left in the cache
@@ -51,18 +48,18 @@ def run_name(method: str, overrides: dict[str, Any]) -> str:
     return method + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
 
 
-class _Session:
+class Session:
     """What every edit stage loads once: params, cases, model, statistics, target cache, prefixes.
 
     Everything that can be checked without optimising is checked here, before any work starts.
     """
 
-    def __init__(self, params_path: str, method: str, dataset: str, seed: int | None, overrides: dict[str, Any]):
-        from .editing.engine import sample_prefixes
-        from .editing.run import check_params, method_spec
-        from .editing.targets import TargetCache
+    def __init__(self, params: ParamsLike, method: str, dataset: str, seed: int | None, overrides: dict[str, Any]):
+        from ..editing.engine import sample_prefixes
+        from ..editing.run import check_params, method_spec
+        from ..editing.targets import TargetCache
 
-        self.params = params = load_params(params_path)
+        self.params = params = resolve_params(params)
         check_params(params)
         self.spec = spec = method_spec(method)
         self.p = p = paths(params)
@@ -73,7 +70,9 @@ class _Session:
         spec.hparams.check(overrides, where="--set", partial=True)
         self.hparams = spec.hparams.from_dict(self.hp, where=f"hparams.{params['model']['key']}.{method}")
         self.overrides = overrides
-        known = list(need(params, "data.datasets")) + [ke["dataset"] for ke in [params.get("knowedit") or {}] if ke]
+        known = list(need(params, "data.datasets"))
+        if params.get("knowedit"):
+            known.append(params["knowedit"]["dataset"])
         if dataset not in known:
             raise ConfigError(f"unknown dataset {dataset!r}; params data.datasets (and knowedit.dataset) list {known}")
         data_file = p["datasets"] / f"{dataset}.jsonl"
@@ -91,12 +90,12 @@ class _Session:
         self._preflight(spec.statistics(self.hparams))
         self.cache = TargetCache(p["targets"])
         self.prefixes = sample_prefixes(self.model, self.tok, self.seed) if spec.kind != "unedited" else []
-        self._pristine: dict[str, torch.Tensor] | None = None
+        self._pristine: Pristine | None = None
 
     def _preflight(self, needs: list[tuple[str, int]]) -> None:
         """Layer indices in range, statistics present and of the right shape, prompts within the context."""
-        from .models import get_module
-        from .tokens import check_context
+        from ..models import get_module
+        from ..tokens import check_context
 
         depth = self.arch.n_layers
         for role, layer in needs:
@@ -112,24 +111,12 @@ class _Session:
         n = min(int(self.e["n_edits"]), len(self.cases))
         check_context(self.tok, self.model, self.cases[:n], file=str(self.p["datasets"] / f"{self.dataset}.jsonl"))
 
-    def _restore(self, deltas: dict[str, torch.Tensor]) -> None:
-        """Put back the exact original weights (W + ΔW − ΔW is not W in floating point)."""
-        with torch.no_grad():
-            for name in deltas:  # a delta key is a parameter name or a module name (its weight)
-                key = name if name in self._pristine else f"{name}.weight"
-                if key not in self._pristine:
-                    raise RuntimeError(f"{self.method} changed {name}, which is not among the parameters it "
-                                       "declares (its MethodSpec's parameters); its original was not kept")
-                parameter(self.model, name).copy_(self._pristine[key])
-
-    def _snapshot(self) -> None:
-        """Original values (on the CPU) of the parameters the method can change, taken once.
-
-        Only those: a 7B model's full copy would be 13 GB of host memory; the nine edited matrices are 0.8 GB.
-        """
+    def _snapshot(self) -> Pristine:
+        """The originals of the parameters the method can change, taken once per session."""
         if self._pristine is None:
-            names = self.spec.edited_parameters(self.hparams, self.arch, self.model)
-            self._pristine = {n: self.model.get_parameter(n).detach().to("cpu", copy=True) for n in names}
+            self._pristine = Pristine(self.model, self.spec.edited_parameters(self.hparams, self.arch, self.model),
+                                      owner=self.method)
+        return self._pristine
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
                    progress: bool = True, restore: bool = True) -> dict[str, Any]:
@@ -137,17 +124,16 @@ class _Session:
 
         `restore=False` leaves the last chunk's edit in place (nothing uses the model afterwards).
         """
-        from .editing.recipe import EditContext
-        from .editing.run import edit
-        from .evaluation import evaluate_cases, greedy_continuations, needs_reference, reference_predictions
+        from ..editing.recipe import EditContext
+        from ..editing.run import edit
+        from ..evaluation import evaluate_cases, greedy_continuations, needs_reference, reference_predictions
 
         ctx = EditContext(self.model, self.tok, self.arch, self.cov.get, self.prefixes, self.target_ident,
                           self.cache, self.runtime)
         out: dict[str, Any] = {"per_case": [], "infos": [], "deltas": {}, "case_study": None,
                                "timing": {"target_seconds": 0.0, "edit_seconds": 0.0, "eval_seconds": 0.0}}
         n_chunks = -(-len(cases) // chunk)
-        if restore or n_chunks > 1:
-            self._snapshot()
+        pristine = self._snapshot() if restore or n_chunks > 1 else None
         # probes scored against the unedited model (KnowEdit locality): its predictions, before any edit
         ref = reference_predictions(self.model, self.tok, cases, progress=progress, batch_size=self.runtime.eval_rows) \
             if needs_reference(cases) else None
@@ -173,8 +159,8 @@ class _Session:
             if keep_deltas and res.deltas:
                 out["deltas"][f"delta_chunk{c0 // chunk}.safetensors"] = (
                     {k: v.contiguous() for k, v in res.deltas.items()}, [c.case_id for c in part])
-            if restore or c0 + chunk < len(cases):
-                self._restore(res.deltas)
+            if pristine is not None and (restore or c0 + chunk < len(cases)):
+                pristine.restore(res.deltas)
         return out
 
     def header(self, n_edits: int, batch: int) -> dict[str, Any]:
@@ -192,13 +178,13 @@ class _Session:
                     **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in timing.items()}})
 
 
-def edit_and_evaluate(method: str, dataset: str, params_path: str = "params.yaml", *, group: str = "main",
+def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.yaml", *, group: str = "main",
                       seed: int | None = None, overrides: dict[str, Any] | None = None,
                       n_edits: int | None = None) -> dict[str, Any]:
     """Edit n_edits (default edit.n_edits) records in independent chunks of batch_size; evaluate each chunk
     on its edited model."""
     overrides = overrides or {}
-    s = _Session(params_path, method, dataset, seed, overrides)
+    s = Session(params, method, dataset, seed, overrides)
     n_edits = min(int(n_edits or s.e["n_edits"]), len(s.cases))
     cases = s.cases[:n_edits]
     batch = min(int(s.e.get("batch_size") or n_edits), n_edits)
@@ -239,12 +225,12 @@ def scaling_sizes(max_m: int, n_points: int = 16) -> list[int]:
     return sorted({max(1, round(math.exp(math.log(max_m) * i / n_points))) for i in range(n_points + 1)})
 
 
-def scaling(method: str, dataset: str, params_path: str = "params.yaml", *, seed: int | None = None) -> dict:
+def scaling(method: str, dataset: str, params: ParamsLike = "params.yaml", *, seed: int | None = None) -> dict:
     """Fig. 4: for each batch size m ≤ M, edit up to max_chunks independent chunks of m and evaluate.
 
     Targets are cached per request, so every m after the first costs only the closed-form updates.
     """
-    s = _Session(params_path, method, dataset, seed, {})
+    s = Session(params, method, dataset, seed, {})
     sc = need(s.params, "scaling")
     max_m = min(int(sc["max_edits"]), len(s.cases))
     points, timings = [], []

@@ -6,16 +6,16 @@ into a DVC-tracked output, so the same inputs give byte-identical outputs on eve
 
 from __future__ import annotations
 
-from .data.schema import save_cases
-from .data.sources import DOWNLOAD_LOCK, resolve_dataset
-from .errors import ConfigError
-from .io import atomic_dir, write_json
-from .params import load_params, need, paths
+from ..data.schema import save_cases
+from ..data.sources import DOWNLOAD_LOCK, resolve_dataset
+from ..errors import ConfigError
+from ..io import atomic_dir, write_json
+from ..params import ParamsLike, need, paths, resolve_params
 
 
-def build_data(dataset: str, params_path: str = "params.yaml", source: str | None = None) -> None:
+def build_data(dataset: str, params: ParamsLike = "params.yaml", source: str | None = None) -> None:
     """`source` overrides data.source (the KnowEdit stage builds its dataset from knowedit.source)."""
-    params = load_params(params_path)
+    params = resolve_params(params)
     d = need(params, "data")
     cases, prov = resolve_dataset(dataset, source or d["source"], mirror=d.get("mirror"), n=d.get("n_records"),
                                   seed=int(params.get("seed", 0)), mirror_file=(d.get("files") or {}).get(dataset),
@@ -29,22 +29,22 @@ def build_data(dataset: str, params_path: str = "params.yaml", source: str | Non
     print(f"{dataset}: {len(cases)} cases from {prov['source']} ({prov.get('path')})")
 
 
-def prepare(params_path: str = "params.yaml") -> None:
-    from .models import prepare_model
+def prepare(params: ParamsLike = "params.yaml") -> None:
+    from ..models import prepare_model
 
-    params = load_params(params_path)
+    params = resolve_params(params)
     p = paths(params)
     card, seconds = prepare_model(need(params, "model"), p["model"])
     write_json(p["timings"] / "prepare_model.json", {"model": need(params, "model.key"), **seconds})
     print(f"model ready: {card.get('id')} ({card.get('source')})")
 
 
-def stats(params_path: str = "params.yaml") -> None:
-    from .models import model_identity
-    from .runtime import load_run_model, runtime_for
-    from .stats import compute_stats, corpus_spec
+def stats(params: ParamsLike = "params.yaml") -> None:
+    from ..models import model_identity
+    from ..runtime import load_run_model, runtime_for
+    from ..stats import compute_stats, corpus_spec
 
-    params = load_params(params_path)
+    params = resolve_params(params)
     p = paths(params)
     model, tok, arch, card = load_run_model(params)
     rt = runtime_for(params, model)
