@@ -39,6 +39,8 @@ GRIDS = {
     "ft_wd": {"lr": [5e-5, 5e-4, 5e-3]},
     "rome": {"layer": [4, 6, 8]},
     "kne": {"p": [0.01, 0.03], "lr": [0.01, 0.05]},
+    "ft_l": {"lr": [5e-4, 2e-3, 1e-2]},
+    "ft_m": {"lr": [5e-4, 2e-3, 1e-2]},
 }
 
 TRAIN_SPLITS = {"counterfact": "counterfact/counterfact-train.json", "zsre": "zsre/zsre_mend_train-1k.json"}

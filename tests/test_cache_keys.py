@@ -59,7 +59,7 @@ def test_target_cache_misses_after_engine_code_changes_and_hits_after_reporting_
     assert not first["hit"]
     assert _probe(package_copy, cache)["hit"]  # same code: hit
 
-    _edit(package_copy / "reporting.py", "_REPORTING_ONLY = 1")
+    _edit(package_copy / "reporting" / "tables.py", "_REPORTING_ONLY = 1")
     _edit(package_copy / "evaluation.py", "# a comment changes nothing")
     again = _probe(package_copy, cache)
     assert again["hit"] and again["key"] == first["key"] and again["stats_key"] == first["stats_key"]
@@ -72,7 +72,7 @@ def test_target_cache_misses_after_engine_code_changes_and_hits_after_reporting_
 
 @pytest.mark.parametrize("module,target_changes,stats_changes", [
     ("editing/engine.py", True, False), ("editing/memit.py", True, False), ("data/schema.py", True, False),
-    ("hooks.py", True, True), ("models.py", True, True), ("stats.py", False, True), ("ledger.py", False, False),
+    ("hooks.py", True, True), ("models.py", True, True), ("stats.py", False, True), ("ledger/claims.py", False, False),
 ])
 def test_which_sources_are_fingerprinted(package_copy, tmp_path, module, target_changes, stats_changes):
     base = _probe(package_copy, tmp_path / "c")

@@ -244,3 +244,11 @@ def test_knowedit_claims_follow_our_runs(tmp_path: Path):
     assert got["knowedit-kne-ls"]["verdict"] == ledger.REPRODUCED
     assert got["knowedit-memit-port"]["verdict"] == ledger.REPRODUCED  # ES 80 > PS 60
     assert "excludes 0" in got["knowedit-kne-es"]["reason"]
+    assert got["knowedit-kne-es"]["paper_value"].startswith("99.02 vs 83.41")  # read from paper/knowedit.json
+    assert got["knowedit-ftm-es"]["verdict"] == ledger.NOT_COMPARABLE  # no FT-L / FT-M runs yet
+    _knowedit_run(tmp_path, "ft_l", 40.0, 20.0, 30.0)
+    _knowedit_run(tmp_path, "ft_m", 100.0, 10.0, 30.0)
+    got = {e["id"]: e for e in ledger._knowedit(tmp_path, "wiki_counterfact")}
+    assert got["knowedit-ftm-es"]["verdict"] == ledger.REPRODUCED
+    assert got["knowedit-ftm-ps"]["verdict"] == ledger.NOT_REPRODUCED
+    assert got["knowedit-ftm-es"]["paper_value"].startswith("100.00 vs 51.12")

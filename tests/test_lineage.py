@@ -52,7 +52,7 @@ def test_edit_stages_depend_on_what_decides_positions_and_logits():
             assert lineage.covered_by(f, deps), (stage, f)
     for f in ("src/jeepkit/forward.py", "src/jeepkit/stats.py", "src/jeepkit/data/schema.py"):
         assert lineage.covered_by(f, _declared("edit")), f
-    assert not lineage.covered_by("src/jeepkit/reporting.py", _declared("edit"))
+    assert not lineage.covered_by("src/jeepkit/reporting/tables.py", _declared("edit"))
 
 
 def test_dvc_yaml_is_up_to_date():
@@ -81,7 +81,7 @@ def test_notebook_imports_count(tmp_path):
     path = tmp_path / "n.ipynb"
     path.write_text(json.dumps(nb))
     names = {p.name for p in lineage.closure(path)}
-    assert "reporting.py" in names and "probe.py" not in names
+    assert "tables.py" in names and "probe.py" not in names
 
 
 @pytest.mark.parametrize("script", ["edit_eval.py", "stats.py", "probe.py", "build_data.py"])

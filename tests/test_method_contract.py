@@ -27,6 +27,8 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 TINY = {  # a 4-layer model's settings for every registered method; a new method must add its own here
     "none": {},
     "ft_wd": {"layer": 2, "lr": 1e-2, "epochs": 2, "batch_size": 2, "loss_threshold": 0.0, "progress": False},
+    "ft_l": {"layer": 2, "lr": 1e-2, "steps": 2},
+    "ft_m": {"layer": 2, "lr": 1e-2, "steps": 2},
     "rome": {"layer": 1, "steps": 3, "n_prefix_short": 1, "n_prefix_long": 1, "progress": False},
     "memit": {"layers": [1, 2], "clamp": 4.0, "lambda": 10.0, "lr": 0.5, "steps": 3, "weight_decay": 0.5,
               "kl_factor": 0.0625},

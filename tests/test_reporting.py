@@ -512,3 +512,19 @@ def test_saved_figures_are_byte_identical_on_rerun(tmp_path):
         plt.close(fig)
         digests.append((png.read_bytes(), pdf.read_bytes()))
     assert digests[0] == digests[1]  # no timestamp: DVC and git see no change when nothing changed
+
+
+def test_paper_numbers_are_data_and_consistent_across_tables():
+    """paper/jeep.json: Table 4's full JEEP row is Table 3's LLaMA JEEP row; Score ≤ max(ES, GS, LS) as a
+    harmonic mean must be; every method the tables print has a label."""
+    from jeepkit import reporting as rp
+
+    t3 = rp.paper_rows("table3", "LLaMA")
+    full = rp.paper_table4_values("full")
+    assert full == tuple(float(t3.loc["JEEP", m]) for m in rp.METRIC_COLUMNS)
+    for table in ("table2", "table3"):
+        for model in ("GPT-J", "LLaMA"):
+            rows = rp.paper_rows(table, model)
+            assert (rows["Score"] <= rows[["ES", "GS", "LS"]].max(axis=1) + 1e-9).all()
+            assert set(rows.index) <= set(rp.METHOD_LABELS.values()) | set(rp.NOT_IMPLEMENTED)
+    assert list(rp.paper_table4().index) == list(rp.ABLATION_ORDER)

@@ -27,6 +27,16 @@ def paper_rows(dataset_label: str | None = None) -> pd.DataFrame:
     return rows if dataset_label is None else rows[rows["dataset"] == dataset_label]
 
 
+def paper_value(method_label: str, metric: str, dataset_label: str = "WikiData_counterfact",
+                model: str = "Llama-2-7b-chat") -> float:
+    """One printed number (the first source that has it: the survey's Table 4, then KNE's tables)."""
+    rows = paper_rows(dataset_label)
+    hit = rows[(rows["method"] == method_label) & (rows["model"] == model)]
+    if hit.empty:
+        raise KeyError(f"no printed {metric} for {method_label} on {dataset_label} ({model})")
+    return float(hit.iloc[0][metric])
+
+
 def _cell(summary: dict[str, Any], metric: str, file: str) -> str:
     m = summary.get(metric)
     if not isinstance(m, dict):

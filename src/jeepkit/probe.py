@@ -44,7 +44,7 @@ from .data.schema import EditCase
 from .device import input_device, module_device
 from .errors import ConfigError, InputError
 from .hooks import capture
-from .io import atomic_dir, atomic_path, save_figure, write_json
+from .io import atomic_path, save_figure, write_json
 from .models import Arch, get_module
 from .tokens import locate_template, pad_id, right_pad
 from .wordsets import EXPLICIT_SETS, SET_NAMES, WordSets

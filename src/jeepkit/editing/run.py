@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from ..data.schema import EditCase
 from ..config import check_value
 from ..errors import ConfigError, did_you_mean
-from . import alphaedit, ft_wd, jeep, kne, memit, pmet, rome
+from . import alphaedit, ft_l, ft_wd, jeep, kne, memit, pmet, rome
 from .hparams import NoHParams
 from .recipe import EditContext, EditResult
 from .spec import MethodSpec
@@ -25,7 +25,7 @@ def _unedited(ctx: EditContext, cases: Sequence[EditCase], hp: Any) -> EditResul
 NONE = MethodSpec("none", "Unedited", "unedited", NoHParams, _unedited)
 
 METHODS: Mapping[str, MethodSpec] = {s.name: s for s in (
-    NONE, ft_wd.SPEC, rome.SPEC, memit.SPEC, pmet.SPEC, alphaedit.SPEC, jeep.SPEC, kne.SPEC,
+    NONE, ft_wd.SPEC, ft_l.SPEC, ft_l.FTM_SPEC, rome.SPEC, memit.SPEC, pmet.SPEC, alphaedit.SPEC, jeep.SPEC, kne.SPEC,
 )}
 
 

@@ -1,192 +1,23 @@
-"""The claims ledger: every quantitative claim of the JEEP paper next to what this package measured.
-
-`build_ledger(metrics_root, probe_dir)` returns one dict per claim:
-
-* ``id``, ``artifact`` (Table 1-4, Fig. 2/4/6, App. D), ``kind``:
-  ``value`` (a printed cell), ``ordering`` (one method/variant/setting above another), ``shape`` (how a
-  probe curve moves across layers) or ``case`` (the qualitative Table 1 example);
-* ``claim`` (text), ``paper_value`` (number or text), ``paper_interval`` (95% half-width the paper prints,
-  else None);
-* ``reproduced_value`` / ``reproduced_interval`` (our number and its 95% half-width; for orderings the margin
-  and the half-width sqrt(ci1² + ci2²) of a difference of independent estimates), ``reproduced`` (text);
-* ``verdict`` ∈ {reproduced, not reproduced, not comparable} and ``reason``; ``scale`` (our model, data,
-  edits, seeds, interval type) and ``sources`` (files read).
-
-Rules (also in ``RULES``, printed at the top of the ledger):
-
-* A printed cell (``value``) is compared only when our run has the paper's model (GPT-J / LLaMA-7B), the
-  paper's dataset (zsRE; Multi-CounterFact for Table 3/4), data from the official release (or a mirror of it)
-  and 10,000 edits in one batch; otherwise it is **not comparable** and the reason lists what differs. When
-  comparable it is **reproduced** if |ours - paper| <= ours_ci95 + paper_ci95 + 0.05 (the two 95% intervals
-  overlap, allowing for the paper's 1-decimal rounding), with at least 0.5 points of tolerance.
-* An ``ordering``, ``shape`` or ``case`` claim is evaluated on our own numbers whatever the scale
-  (**reproduced** / **not reproduced** on the point estimates; ties count as "not above" for "best" claims
-  and as holding for "≥" claims); the reason says whether the 95% interval of the difference excludes 0
-  and at what scale the claim was checked. Missing runs make it **not comparable**.
-"""
+"""The claims: one builder per paper artifact (Tables 1-4, Fig. 2/4/6, App. D, KnowEdit), each reading our
+metrics and the paper's numbers and returning ledger entries judged by `rules`; `build_ledger` runs them all."""
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import quote
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import reporting as rp
-from .errors import InputError
-from .io import read_json, write_json, write_text
-from .metrics import t_interval
-
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-NOT_COMPARABLE = "not comparable"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
-
-PAPER_MODELS: Mapping[str, str] = {"gptj": "GPT-J", "llama7b": "LLaMA"}  # our model.key -> the paper's model
-_PAPER_MODEL_IDS = {"GPT-J": "gpt-j-6b", "LLaMA": "llama-7b"}  # substring an HF id must contain
-PAPER_N_EDITS = 10_000
-PAPER_SEEDS = 3
-ROUNDING = 0.05
-MIN_TOL = 0.5
-PAPER_EDITORS = ("ft_wd", "rome", "memit", "pmet", "jeep")  # the paper's editors that this package runs
-SINGLE_REGION = ("wo_low", "wo_high", "wo_step2", "wo_step3")
-
-RULES = (
-    "Printed cells (kind 'value') are compared only when our run has the paper's model (GPT-J / LLaMA-7B), "
-    "the paper's dataset (zsRE; Multi-CounterFact for Tables 3-4), official (or mirrored) data and 10,000 edits "
-    "in one batch; otherwise they are 'not comparable' and the reason lists what differs. When comparable, a "
-    f"cell is 'reproduced' if |ours - paper| <= ours_ci95 + paper_ci95 + {ROUNDING} (rounding), at least "
-    f"{MIN_TOL} points.",
-    "Ordering, shape and case claims are evaluated on our own numbers at our scale ('reproduced' / 'not "
-    "reproduced' on point estimates; the reason says whether the 95% interval of the difference excludes 0). "
-    "Missing runs make a claim 'not comparable'.",
-    "Ordering margins carry the half-width sqrt(ci1^2 + ci2^2) of a difference of independent estimates. "
-    "Probe shape claims use per-record differences between two layers, with a t-interval over records.",
-)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _f(x: Any) -> float | None:
-    """JSON-safe float (NaN/None -> None)."""
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) or math.isinf(v) else v
-
-
-def _pm(value: float | None, ci: float | None, digits: int = 1) -> str:
-    if _f(value) is None:
-        return "n/a"
-    return f"{value:.{digits}f} ± {ci:.{digits}f}" if _f(ci) is not None else f"{value:.{digits}f} ± n/a"
-
-
-def _diff_ci(a: float | None, b: float | None) -> float | None:
-    a, b = _f(a), _f(b)
-    if a is None or b is None:
-        return None
-    return math.sqrt(a * a + b * b)
-
-
-def _separated(d: float, ci: float | None) -> str:
-    if ci is None:
-        return "no interval for the difference"
-    if abs(d) > ci:
-        return "the 95% interval of the difference excludes 0"
-    return "the 95% interval of the difference includes 0: not significant at this scale"
-
-
-def entry(id: str, artifact: str, kind: str, claim: str, paper_value: Any, verdict: str, reason: str, *,
-          paper_interval: float | None = None, value: float | None = None, interval: float | None = None,
-          reproduced: str | None = None, scale: str = "", sources: Iterable[str] = ()) -> dict[str, Any]:
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
-    value, interval = _f(value), _f(interval)
-    if reproduced is None:
-        reproduced = _pm(value, interval) if value is not None else "n/a"
-    return {"id": id, "artifact": artifact, "kind": kind, "claim": claim,
-            "paper_value": _f(paper_value) if isinstance(paper_value, (int, float)) else paper_value,
-            "paper_interval": _f(paper_interval), "reproduced_value": value, "reproduced_interval": interval,
-            "reproduced": reproduced, "verdict": verdict, "reason": reason, "scale": scale,
-            "sources": sorted(set(sources))}
-
-
-def _verdict(holds: bool | None) -> str:
-    return NOT_COMPARABLE if holds is None else REPRODUCED if holds else NOT_REPRODUCED
-
-
-def _scale(row: Mapping[str, Any], dataset: str) -> str:
-    if not row or not int(row.get("n_seeds", 0) or 0):
-        return ""
-    batch = row.get("batch_size")
-    b = f" (batch {int(batch)})" if batch and int(batch) != int(row["n_edits"]) else " (one batch)"
-    return (f"{rp._model_text(row)}, {row['data_source']} {rp.DATASET_LABELS.get(dataset, dataset)}, "
-            f"{int(row['n_edits'])} edits{b}, seeds {row['seeds']}, {rp.interval_kind(int(row['n_seeds']))}")
-
-
-def _files(row: Mapping[str, Any] | None) -> list[str]:
-    if not row or not row.get("files"):
-        return []
-    return [f for f in str(row["files"]).split(", ") if f]
-
-
-def comparability(row: Mapping[str, Any], paper_model: str, paper_dataset: str, dataset: str) -> list[str]:
-    """What keeps our run from being compared with the paper's printed cell (empty list: comparable)."""
-    diffs = []
-    key, mid = str(row.get("model", "")), str(row.get("model_id", "") or "")
-    want = _PAPER_MODEL_IDS[paper_model]
-    if PAPER_MODELS.get(key) != paper_model or (mid and want not in mid.lower()):
-        diffs.append(f"model {key}{f' ({mid})' if mid else ''}, the paper's is {paper_model}")
-    if dataset != paper_dataset:
-        if paper_dataset == "mcf" and dataset == "counterfact":
-            diffs.append("CounterFact records, the paper's are Multi-CounterFact")
-        else:
-            diffs.append(f"dataset {dataset}, the paper's is {paper_dataset}")
-    sources = {s.strip() for s in str(row.get("data_source", "")).split(",") if s.strip()}
-    bad = sorted(sources - {"official", "mirror"})
-    if bad:
-        diffs.append(f"{'/'.join(bad)} data, not the official release")
-    n = int(row.get("n_edits", 0) or 0)
-    if n != PAPER_N_EDITS:
-        diffs.append(f"{n} edits, the paper's are {PAPER_N_EDITS:,}")
-    b = row.get("batch_size")
-    if b and int(b) != n:
-        diffs.append(f"edited in batches of {int(b)}, the paper in one batch")
-    return diffs
-
-
-def _value_entry(id: str, artifact: str, claim: str, paper: float, paper_ci: float | None, row: Mapping | None,
-                 metric: str, paper_model: str, paper_dataset: str, dataset: str, missing: str) -> dict[str, Any]:
-    if not row or not int(row.get("n_seeds", 0) or 0):
-        return entry(id, artifact, "value", claim, paper, NOT_COMPARABLE, f"no run of ours ({missing})",
-                     paper_interval=paper_ci)
-    val, ci = _f(row[f"{metric}_mean"]), _f(row[f"{metric}_ci95"])
-    common = dict(paper_interval=paper_ci, value=val, interval=ci, scale=_scale(row, dataset), sources=_files(row))
-    diffs = comparability(row, paper_model, paper_dataset, dataset)
-    if diffs:
-        return entry(id, artifact, "value", claim, paper, NOT_COMPARABLE, "; ".join(diffs), **common)
-    if val is None:
-        return entry(id, artifact, "value", claim, paper, NOT_COMPARABLE, "our value is undefined", **common)
-    tol = max(MIN_TOL, (ci or 0.0) + (paper_ci or 0.0) + ROUNDING)
-    d = val - paper
-    seeds = int(row["n_seeds"])
-    extra = "" if seeds >= PAPER_SEEDS else f"; {seeds} seed(s), the paper averages {PAPER_SEEDS}"
-    ok = abs(d) <= tol
-    return entry(id, artifact, "value", claim, paper, REPRODUCED if ok else NOT_REPRODUCED,
-                 f"same model, data and scale; ours - paper = {d:+.1f} ({'within' if ok else 'outside'} the "
-                 f"tolerance {tol:.2f}){extra}", **common)
-
-
-# ------------------------------------------------------------------ loading our numbers
+from .. import knowedit_report as ke
+from .. import reporting as rp
+from ..errors import InputError
+from ..io import read_json
+from ..metrics import t_interval
+from .rules import (NOT_COMPARABLE, NOT_REPRODUCED, PAPER_EDITORS, ROUNDING, SINGLE_REGION, _diff_ci, _f, _files, _pm,
+                    _scale, _separated, _value_entry, _verdict, entry)
 
 
 def _main_rows(main: pd.DataFrame, dataset: str) -> dict[str, dict[str, Any]]:
@@ -215,9 +46,6 @@ def _pick(datasets: Sequence[str], prefer: Sequence[str]) -> str | None:
         if d in datasets:
             return d
     return datasets[0] if datasets else None
-
-
-# ------------------------------------------------------------------ Tables 2 and 3
 
 
 def _paper_method_key(label: str) -> str | None:
@@ -280,7 +108,7 @@ def _best_claim(id: str, artifact: str, claim: str, paper: str, rows: dict[str, 
     extra = ""
     if "alphaedit" in rows and "alphaedit" not in pool:
         a = rows["alphaedit"]
-        extra = f" AlphaEdit (not in the paper) for reference: " + ", ".join(
+        extra = " AlphaEdit (not in the paper) for reference: " + ", ".join(
             f"{m} {_pm(a[f'{m}_mean'], a[f'{m}_ci95'])}" for m in metrics) + "."
     d0, c0 = min(margins, key=lambda t: t[0])
     return entry(id, artifact, "ordering", claim, paper, _verdict(holds),
@@ -399,9 +227,6 @@ def _no_dominant_claim(rows: dict[str, dict], dataset: str | None) -> dict[str, 
                  + (f" {', '.join(rp.method_label(k) for k in sorted(dominant))} is best on all three." if dominant else ""),
                  reproduced=text, scale=_scale(any_row, dataset),
                  sources=[f for r in rows.values() for f in _files(r)])
-
-
-# ------------------------------------------------------------------ Table 4
 
 
 def _table4(metrics_root: Path, main: pd.DataFrame, ds: str | None, model: str | None) -> list[dict[str, Any]]:
@@ -539,9 +364,6 @@ def _table4(metrics_root: Path, main: pd.DataFrame, ds: str | None, model: str |
     return out
 
 
-# ------------------------------------------------------------------ Fig. 4 and Fig. 6
-
-
 def _fig4(metrics_root: Path, ds: str | None, model: str | None) -> list[dict[str, Any]]:
     art = "Fig. 4"
     fr = rp.scaling_frame(metrics_root, ds, model=model) if ds else pd.DataFrame()
@@ -658,9 +480,6 @@ def _fig6(metrics_root: Path, ds: str | None, model: str | None) -> list[dict[st
     return out
 
 
-# ------------------------------------------------------------------ Table 1 and App. D
-
-
 def _contains(text: str, target: str) -> bool:
     return bool(target.strip()) and target.strip().lower() in text.lower()
 
@@ -736,9 +555,6 @@ def _timing(main: pd.DataFrame, ds: str | None) -> list[dict[str, Any]]:
                   value=tj - tm, reproduced=text, scale=_scale(j, ds), sources=_files(j) + _files(m))]
 
 
-# ------------------------------------------------------------------ Fig. 2 (probe)
-
-
 def _window_change(a: np.ndarray, start: int, end: int, pos: int) -> tuple[float, float, int]:
     """Per-record a[:, end, pos] - a[:, start, pos]: (mean, t half-width, n)."""
     d = np.asarray(a, float)[:, end, pos] - np.asarray(a, float)[:, start, pos]
@@ -748,7 +564,7 @@ def _window_change(a: np.ndarray, start: int, end: int, pos: int) -> tuple[float
 
 
 def _fig2(probe_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
-    from .probe import POSITIONS, load_probe
+    from ..probe import POSITIONS, load_probe
 
     art = "Fig. 2"
     specs = [
@@ -821,17 +637,19 @@ def _fig2(probe_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
     return out
 
 
-# ------------------------------------------------------------------ the ledger
-
-
 # KNE Table 1 (Llama-2-7b-chat, KnowEdit) and the survey's Table 4 as orderings on our KnowEdit runs:
 # (id, claim, (method a, metric a), (method b, metric b), printed a, printed b)
+# (id, claim, (method, metric) that the paper puts above (method, metric)); the printed values are read from
+# paper/knowedit.json (WikiData_counterfact, Llama-2-7b-chat).
 KNOWEDIT_CLAIMS = (
-    ("knowedit-kne-es", "KNE's Edit Succ is above MEMIT's", ("kne", "ES"), ("memit", "ES"), 99.02, 83.41),
-    ("knowedit-kne-ps", "KNE's Portability is above MEMIT's", ("kne", "PS"), ("memit", "PS"), 53.88, 40.09),
-    ("knowedit-kne-ls", "KNE's Locality is above MEMIT's", ("kne", "LS"), ("memit", "LS"), 65.09, 63.68),
+    ("knowedit-kne-es", "KNE's Edit Succ is above MEMIT's", ("kne", "ES"), ("memit", "ES")),
+    ("knowedit-kne-ps", "KNE's Portability is above MEMIT's", ("kne", "PS"), ("memit", "PS")),
+    ("knowedit-kne-ls", "KNE's Locality is above MEMIT's", ("kne", "LS"), ("memit", "LS")),
     ("knowedit-memit-port", "MEMIT's Portability is below its Edit Succ (edits do not carry to implications)",
-     ("memit", "ES"), ("memit", "PS"), 83.41, 40.09),
+     ("memit", "ES"), ("memit", "PS")),
+    ("knowedit-ftm-es", "FT-M's Edit Succ is above FT-L's (the masked target loss edits, the last-token one "
+     "often does not)", ("ft_m", "ES"), ("ft_l", "ES")),
+    ("knowedit-ftm-ps", "FT-M's Portability is above FT-L's", ("ft_m", "PS"), ("ft_l", "PS")),
 )
 
 
@@ -846,7 +664,8 @@ def _knowedit(metrics_root: Path, dataset: str | None) -> list[dict[str, Any]]:
             runs.setdefault(obj["method"], obj["summary"])
             files.setdefault(obj["method"], str(f))
     out = []
-    for id_, claim, (ma, ka), (mb, kb), pa, pb in KNOWEDIT_CLAIMS:
+    for id_, claim, (ma, ka), (mb, kb) in KNOWEDIT_CLAIMS:
+        pa, pb = (ke.paper_value(rp.method_label(m), k) for m, k in ((ma, ka), (mb, kb)))
         paper = f"{pa:.2f} vs {pb:.2f} (Llama-2-7b-chat, single edits)"
         a, b = runs.get(ma, {}).get(ka) or {}, runs.get(mb, {}).get(kb) or {}
         if _f(a.get("mean")) is None or _f(b.get("mean")) is None:
@@ -898,121 +717,3 @@ def build_ledger(metrics_root: str | os.PathLike, probe_dir: str | os.PathLike |
     if len(ids) != len(set(ids)):  # pragma: no cover - a programming error
         raise AssertionError(f"duplicate ledger ids: {sorted(i for i in ids if ids.count(i) > 1)}")
     return entries
-
-
-def counts(entries: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    out = {v: 0 for v in VERDICTS}
-    for e in entries:
-        out[e["verdict"]] += 1
-    return out
-
-
-_ARTIFACT_ORDER = ("Table 1", "Table 2", "Table 3", "Table 4", "Fig. 2", "Fig. 4", "Fig. 6", "App. D")
-
-
-def _md_cell(x: Any) -> str:
-    s = "" if x is None else str(x)
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
-def ledger_markdown(entries: Sequence[Mapping[str, Any]]) -> str:
-    c = counts(entries)
-    lines = ["# Claims ledger", "",
-             f"{len(entries)} claims: " + ", ".join(f"{n} {v}" for v, n in c.items()) + ".", "", "Rules:", ""]
-    lines += [f"* {r}" for r in RULES]
-    arts = [a for a in _ARTIFACT_ORDER if any(e["artifact"] == a for e in entries)]
-    arts += sorted({e["artifact"] for e in entries} - set(arts))
-    for art in arts:
-        sub = [e for e in entries if e["artifact"] == art]
-        sc = counts(sub)
-        lines += ["", f"## {art}", "", ", ".join(f"{n} {v}" for v, n in sc.items() if n) + ".", "",
-                  "| id | claim | paper | ours | verdict | reason |", "|---|---|---|---|---|---|"]
-        for e in sub:
-            paper = e["paper_value"]
-            if isinstance(paper, float):
-                paper = f"{paper:.1f}" + (f" ± {e['paper_interval']:.1f}" if e.get("paper_interval") else "")
-            lines.append("| " + " | ".join(_md_cell(x) for x in (e["id"], e["claim"], paper, e["reproduced"],
-                                                                  f"**{e['verdict']}**", e["reason"])) + " |")
-        scales = list(dict.fromkeys(e["scale"] for e in sub if e.get("scale")))
-        if scales:
-            lines += ["", "Our scale: " + " | ".join(scales)]
-    return "\n".join(lines) + "\n"
-
-
-def write_ledger(entries: Sequence[Mapping[str, Any]], reports_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``reports_dir/ledger.md`` and ``ledger.json`` atomically; returns their paths."""
-    d = Path(reports_dir)
-    md, js = d / "ledger.md", d / "ledger.json"
-    write_text(md, ledger_markdown(entries))
-    write_json(js, {"rules": list(RULES), "counts": counts(entries), "entries": list(entries)})
-    return md, js
-
-
-# ------------------------------------------------------------------ index.html
-
-
-def _link(rel: str, label: str | None = None) -> str:
-    return f'<a href="{html.escape(quote(rel))}">{html.escape(label or rel)}</a>'
-
-
-def write_index(reports_dir: str | os.PathLike, *, expect: Iterable[str] = (),
-                title: str = "JEEP replication: reports") -> Path:
-    """``reports_dir/index.html``: plain HTML with relative links to every table (md/csv), figure (png/pdf, with
-    a PNG preview), executed notebook (notebooks/*.ipynb) and the ledger found under `reports_dir`.
-    `expect` lists relative paths to link even if they do not exist yet (e.g. the notebook being run)."""
-    d = Path(reports_dir)
-    expect = [e for e in expect]
-
-    def found(sub: str, exts: Sequence[str]) -> list[str]:
-        base = d / sub
-        have = {f"{sub}/{p.name}" for p in base.glob("*") if p.is_file() and p.suffix.lstrip(".") in exts} \
-            if base.is_dir() else set()
-        have |= {e for e in expect if e.startswith(f"{sub}/") and e.rsplit(".", 1)[-1] in exts}
-        return sorted(have)
-
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "img{max-width:100%;border:1px solid #ccc;margin:.3em 0}li{margin:.2em 0}</style>\n</head>\n<body>\n"
-             f"<h1>{html.escape(title)}</h1>"]
-    # ledger
-    ledger = [f for f in ("ledger.md", "ledger.json") if (d / f).exists() or f in expect]
-    parts.append("<h2>Claims ledger</h2>")
-    if ledger:
-        summary = ""
-        if (d / "ledger.json").exists():
-            try:
-                c = read_json(d / "ledger.json").get("counts", {})
-                summary = " — " + ", ".join(f"{int(n)} {html.escape(str(v))}" for v, n in c.items())
-            except (InputError, AttributeError, TypeError, ValueError):
-                summary = ""
-        parts.append("<p>" + " · ".join(_link(f) for f in ledger) + summary + "</p>")
-    else:
-        parts.append("<p>not written yet</p>")
-    # tables: group md/csv by stem
-    tables = found("tables", ("md", "csv"))
-    parts.append("<h2>Tables</h2>")
-    stems = sorted({t.rsplit(".", 1)[0] for t in tables})
-    parts.append("<ul>" + "".join(
-        f"<li>{html.escape(Path(s).name)}: " + " · ".join(_link(t, t.rsplit('.', 1)[1]) for t in tables
-                                                        if t.rsplit('.', 1)[0] == s) + "</li>"
-        for s in stems) + "</ul>" if stems else "<p>none</p>")
-    figs = found("figures", ("png", "pdf"))
-    parts.append("<h2>Figures</h2>")
-    fstems = sorted({f.rsplit(".", 1)[0] for f in figs})
-    if not fstems:
-        parts.append("<p>none</p>")
-    for s in fstems:
-        own = [f for f in figs if f.rsplit(".", 1)[0] == s]
-        parts.append(f"<h3>{html.escape(Path(s).name)}</h3><p>" + " · ".join(_link(f, f.rsplit('.', 1)[1]) for f in own)
-                     + "</p>")
-        png = next((f for f in own if f.endswith(".png")), None)
-        if png:
-            parts.append(f'<a href="{html.escape(quote(png))}"><img src="{html.escape(quote(png))}" '
-                         f'alt="{html.escape(Path(s).name)}"></a>')
-    nbs = found("notebooks", ("ipynb",))
-    parts.append("<h2>Executed notebooks</h2>")
-    parts.append("<ul>" + "".join(f"<li>{_link(n)}</li>" for n in nbs) + "</ul>" if nbs else "<p>none</p>")
-    parts.append("</body>\n</html>\n")
-    out = d / "index.html"
-    write_text(out, "\n".join(parts))
-    return out
