@@ -94,3 +94,17 @@ def test_specs_share_hyperparameters_but_not_names():
     a, b = method_spec("ft_l"), method_spec("ft_m")
     assert a.keys() == b.keys() and a.label == "FT-L" and b.label == "FT-M"
     assert a.hparams.from_dict({"layer": 3}).lr == 5e-4  # EasyEdit's default
+
+
+def test_the_two_losses_coincide_for_one_token_targets_only(tiny_model):
+    """With a one-token target, 'last-token distribution asked for every target token' and 'teacher-forced
+    target tokens' are the same loss (so FT-L and FT-M make the same edit); with several tokens they differ."""
+    model, tok, _ = tiny_model
+    locs = _locs(tok)
+    one = [l for l in locs if len(l.answer_ids) == 1]
+    many = [l for l in locs if len(l.answer_ids) > 1]
+    assert one and many, [len(l.answer_ids) for l in locs]
+    with torch.no_grad():
+        assert float(ft_l.prompt_last_loss(model, tok, one)) == pytest.approx(float(ft_l.target_new_loss(model, tok, one)),
+                                                                              rel=1e-6)
+        assert abs(float(ft_l.prompt_last_loss(model, tok, many)) - float(ft_l.target_new_loss(model, tok, many))) > 1e-3
