@@ -121,12 +121,13 @@ def test_every_stage_runs_with_meta_as_the_default_device(family, meta_default, 
 def test_the_trap_catches_an_implicit_device(tiny_llama, meta_default, monkeypatch):
     """The trap is real: padded inputs made without a device (as before the fix) fail the first forward."""
     import jeepkit.editing.engine as engine
-    from jeepkit import tokens
+    from jeepkit import forward
 
     model, tok, arch = tiny_llama
     with pytest.raises(RuntimeError, match="meta"):
         torch.ones(3, device="cpu") + torch.zeros(3)  # arithmetic mixing: fails by itself
-    monkeypatch.setattr(engine, "right_pad", lambda seqs, pad, device: tokens.right_pad(seqs, pad, device="meta"))
+    monkeypatch.setattr(engine, "freeze_prefix", lambda model, seqs, starts, pad, device, **kw:
+                        forward.freeze_prefix(model, seqs, starts, pad, "meta", **kw))
     with pytest.raises(RuntimeError, match="meta"):
         engine.optimise_targets_batch(model, tok, arch, CF, engine.Objective(
             deltas=(engine.DeltaSpec("main", "layer", 2, "subject_last", 4.0, 0.5),), lr=0.5, steps=2,

@@ -76,39 +76,72 @@ def write_probe(d: Path, *, shapes_hold: bool = True, n: int = 16, n_layers: int
 # ------------------------------------------------------------------ orderings
 
 
-def test_orderings_reproduced_when_jeep_is_best(tmp_path: Path):
-    t = build(tmp_path / "metrics")
+ORDERINGS = ("T2-best-score", "T3-best-score", "T3-best-ES", "T2-ES-JEEP-ge-MEMIT", "T3-ES-JEEP-ge-MEMIT",
+             "T2-ROME-below-FT", "T3-no-dominant", "T4-all-below-JEEP", "T4-wo-step2-worst",
+             "T4-low-only-beats-high-only", "T4-separate-below-low-only", "T4-even-spread-tradeoff",
+             "F4-JEEP-best-every-m", "F4-margin-grows", "F6-best-below-low-clamp", "F6-Score-rises-then-falls")
+
+
+def test_decide_on_hand_made_intervals():
+    assert ledger.decide(5.0, 2.0) == REPRODUCED  # [3, 7]: excludes 0 in the paper's direction
+    assert ledger.decide(-5.0, 2.0) == ledger.CONTRADICTED  # [-7, -3]
+    assert ledger.decide(1.0, 2.0) == ledger.UNDECIDED  # [-1, 3] includes 0
+    assert ledger.decide(-1.0, 2.0) == ledger.UNDECIDED
+    assert ledger.decide(2.0, 2.0) == ledger.UNDECIDED  # touching 0 is not excluding it
+    assert ledger.decide(1.0, None) == ledger.UNDECIDED and ledger.decide(None, 1.0) == NOT_COMPARABLE
+    R, C, U = REPRODUCED, ledger.CONTRADICTED, ledger.UNDECIDED
+    assert ledger.decide_all([R, R]) == R and ledger.decide_all([R, U]) == U and ledger.decide_all([U, C, R]) == C
+    assert ledger.decide_all([]) == NOT_COMPARABLE
+
+
+def test_orderings_reproduced_when_jeep_is_clearly_best(tmp_path: Path):
+    t = build(tmp_path / "metrics", ci=0.1)
     e = by_id(build_ledger(t.root, write_probe(tmp_path / "probe")))
-    for cid in ("T2-best-score", "T3-best-score", "T3-best-ES", "T2-ES-JEEP-ge-MEMIT", "T3-ES-JEEP-ge-MEMIT",
-                "T2-ROME-below-FT", "T3-no-dominant", "T4-all-below-JEEP", "T4-wo-step2-worst",
-                "T4-low-only-beats-high-only", "T4-separate-below-low-only", "T4-even-spread-tradeoff",
-                "F4-JEEP-best-every-m", "F4-margin-grows", "F6-best-below-low-clamp", "F6-Score-rises-then-falls",
-                "T1-edited-all", "T1-only-JEEP-both", "F2-low-rank-orig", "F2-low-rank-orig-vs-target",
-                "F2-high-prob-orig", "F2-high-prob-orig-vs-target", "F2-final-decline"):
+    for cid in ORDERINGS + ("T1-edited-all", "T1-only-JEEP-both", "F2-low-rank-orig", "F2-low-rank-orig-vs-target",
+                            "F2-high-prob-orig", "F2-high-prob-orig-vs-target", "F2-final-decline"):
         assert e[cid]["verdict"] == REPRODUCED, (cid, e[cid]["reason"])
     best = e["T3-best-score"]
-    assert "JEEP 85.9 ± 2.0 vs best other PMET 84.6 ± 2.0" in best["reason"]
+    assert "JEEP 85.9 ± 0.1 vs best other PMET 84.6 ± 0.1" in best["reason"]
     assert best["reproduced_value"] == pytest.approx(85.87 - 84.56, abs=0.05)
-    assert best["reproduced_interval"] == pytest.approx(math.sqrt(8.0))
-    assert "includes 0" in best["reason"]  # ± 2.0 each: not significant, and the reason says so
+    assert best["reproduced_interval"] == pytest.approx(math.sqrt(0.02))
+    assert "excludes 0" in best["reason"]
     assert "smollm2" in best["scale"] and "12 edits" in best["scale"] and "per-record t-interval" in best["scale"]
-    # orderings that do not hold on these numbers are "not reproduced", not hidden
+    # what does not hold on these numbers is said, not hidden
     assert e["F4-ES-100"]["verdict"] == REPRODUCED  # 100% at m = 1 and 3, below only at the largest m
-    assert e["F6-LS-rises-then-falls"]["verdict"] == NOT_REPRODUCED  # LS falls monotonically in SWEEP
-    assert e["T2-significant"]["verdict"] == NOT_REPRODUCED
-    assert e["AppD-time-JEEP-le-MEMIT"]["verdict"] == REPRODUCED  # equal fake timings: ≤ holds
+    assert e["F6-LS-rises-then-falls"]["verdict"] == ledger.CONTRADICTED  # LS falls monotonically in SWEEP
+    assert e["T2-significant"]["verdict"] == ledger.CONTRADICTED  # JEEP's LS interval lies below MEMIT's
+    assert e["AppD-time-JEEP-le-MEMIT"]["verdict"] == ledger.UNDECIDED  # one run per method decides nothing
 
 
-def test_orderings_not_reproduced_when_jeep_is_not_best(tmp_path: Path):
-    t = build(tmp_path / "metrics", jeep_best=False)
+def test_orderings_contradicted_when_jeep_is_clearly_not_best(tmp_path: Path):
+    t = build(tmp_path / "metrics", jeep_best=False, ci=0.1)
     t.ablation("mhsa_step3", "counterfact", 99.9, 95.0, 80.0)  # a variant above JEEP
     e = by_id(build_ledger(t.root, write_probe(tmp_path / "probe", shapes_hold=False)))
     for cid in ("T2-best-score", "T3-best-score", "T3-best-ES", "T2-ES-JEEP-ge-MEMIT", "T4-all-below-JEEP",
                 "F4-JEEP-best-every-m", "F4-ES-100", "F2-low-rank-orig", "F2-high-prob-orig"):
-        assert e[cid]["verdict"] == NOT_REPRODUCED, (cid, e[cid]["reason"])
+        assert e[cid]["verdict"] == ledger.CONTRADICTED, (cid, e[cid]["reason"])
     assert "w/ MHSA in Step 3" in e["T4-all-below-JEEP"]["reason"]
     assert e["T3-best-score"]["reproduced_value"] < 0
     assert "below at m = 1, 3, 12" in e["F4-JEEP-best-every-m"]["reason"].lower()
+
+
+@pytest.mark.parametrize("jeep_best", [True, False])
+def test_orderings_undecided_at_wide_intervals(tmp_path: Path, jeep_best: bool):
+    """At ±30 points neither a lead nor a deficit of a few points decides anything."""
+    t = build(tmp_path / "metrics", jeep_best=jeep_best, ci=30.0)
+    e = by_id(build_ledger(t.root))
+    for cid in ("T2-best-score", "T3-best-score", "T4-all-below-JEEP", "T4-even-spread-tradeoff",
+                "F4-JEEP-best-every-m", "F6-best-below-low-clamp", "F6-Score-rises-then-falls", "T3-no-dominant"):
+        assert e[cid]["verdict"] == ledger.UNDECIDED, (cid, e[cid]["reason"])
+    assert "undecided at this scale" in e["T3-best-score"]["reason"]
+    assert ledger.counts(e.values())[ledger.UNDECIDED] >= 8
+
+
+def test_degenerate_continuation_does_not_produce_its_target():
+    from jeepkit.ledger.claims import _contains, degenerate
+    assert degenerate("yen? yen? yen") and degenerate(" the yen yen yen yen")
+    assert not degenerate("Canada, a country in North America") and not degenerate("yen")
+    assert _contains(" Canada, of course", "Canada") and not _contains(" Canada Canada Canada", "Canada")
 
 
 def test_missing_runs_are_not_comparable(tmp_path: Path):
@@ -202,7 +235,7 @@ def test_ledger_notebook_runs_with_papermill(tmp_path: Path, monkeypatch):
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    t = build(tmp_path / "metrics")
+    t = build(tmp_path / "metrics", ci=0.1)
     (t.root / "sweep").rename(tmp_path / "sweep.away")  # a partial run: the sweep group is missing
     probe = write_probe(tmp_path / "probe")
     reports = tmp_path / "reports"
@@ -240,7 +273,7 @@ def test_knowedit_claims_follow_our_runs(tmp_path: Path):
     _knowedit_run(tmp_path, "memit", 80.0, 60.0, 30.0)
     got = {e["id"]: e for e in ledger._knowedit(tmp_path, "wiki_counterfact")}
     assert got["knowedit-kne-es"]["verdict"] == ledger.REPRODUCED  # 90 > 80
-    assert got["knowedit-kne-ps"]["verdict"] == ledger.NOT_REPRODUCED  # 50 < 60
+    assert got["knowedit-kne-ps"]["verdict"] == ledger.CONTRADICTED  # 50 < 60
     assert got["knowedit-kne-ls"]["verdict"] == ledger.REPRODUCED
     assert got["knowedit-memit-port"]["verdict"] == ledger.REPRODUCED  # ES 80 > PS 60
     assert "excludes 0" in got["knowedit-kne-es"]["reason"]
@@ -250,5 +283,5 @@ def test_knowedit_claims_follow_our_runs(tmp_path: Path):
     _knowedit_run(tmp_path, "ft_m", 100.0, 10.0, 30.0)
     got = {e["id"]: e for e in ledger._knowedit(tmp_path, "wiki_counterfact")}
     assert got["knowedit-ftm-es"]["verdict"] == ledger.REPRODUCED
-    assert got["knowedit-ftm-ps"]["verdict"] == ledger.NOT_REPRODUCED
+    assert got["knowedit-ftm-ps"]["verdict"] == ledger.CONTRADICTED
     assert got["knowedit-ftm-es"]["paper_value"].startswith("100.00 vs 51.12")

@@ -296,16 +296,17 @@ def test_pmet_stops_when_target_is_already_argmax(tiny_model):
 
 
 def _trace(monkeypatch):
-    """Record the final hidden states of every optimisation pass."""
+    """Record the final hidden states of every optimisation pass (whole rows: run with reuse_prefix=False)."""
     states = []
-    real = engine.final_hidden
+    real = engine.suffix_hidden
 
-    def spy(model, ids, mask):
-        h = real(model, ids, mask)
+    def spy(model, frozen):
+        assert frozen.past is None and frozen.h_in is None, "trace whole rows only"
+        h = real(model, frozen)
         states.append(h.detach().clone())
         return h
 
-    monkeypatch.setattr(engine, "final_hidden", spy)
+    monkeypatch.setattr(engine, "suffix_hidden", spy)
     return states
 
 
@@ -336,7 +337,8 @@ def test_pmet_nll_weight_schedule(tiny_model, monkeypatch):
     model, tok, arch = tiny_model
     h = php(weight_decay=0.0, weight_decay_attn=0.0, stop_loss=0.0, kl_factor=1.0)
     states = _trace(monkeypatch)
-    optimise_targets_batch(model, tok, arch, [CASE_END], pmet.objective({**h, "steps": 8}), PREFIXES)
+    optimise_targets_batch(model, tok, arch, [CASE_END], pmet.objective({**h, "steps": 8}), PREFIXES,
+                           reuse_prefix=False)
     passes = _per_pass(model, tok, CASE_END, PREFIXES, states)
     assert len(passes) == 8
     phi = [1.0] + [0.1 if ok else 1.0 for ok, _, _ in passes[:-1]]
@@ -344,7 +346,8 @@ def test_pmet_nll_weight_schedule(tiny_model, monkeypatch):
     assert all(kl > 0.01 for ok, _, kl in passes[1:] if ok), "argmax with KL > 0.01 must not stop"
     for n in range(2, 9):
         states.clear()
-        (r,) = optimise_targets_batch(model, tok, arch, [CASE_END], pmet.objective({**h, "steps": n}), PREFIXES)
+        (r,) = optimise_targets_batch(model, tok, arch, [CASE_END], pmet.objective({**h, "steps": n}), PREFIXES,
+                                      reuse_prefix=False)
         last = n - 1
         assert r.info["steps"] == last
         _, nll, kl = passes[last]

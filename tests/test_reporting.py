@@ -528,3 +528,20 @@ def test_paper_numbers_are_data_and_consistent_across_tables():
             assert (rows["Score"] <= rows[["ES", "GS", "LS"]].max(axis=1) + 1e-9).all()
             assert set(rows.index) <= set(rp.METHOD_LABELS.values()) | set(rp.NOT_IMPLEMENTED)
     assert list(rp.paper_table4().index) == list(rp.ABLATION_ORDER)
+
+
+def test_markdown_table_keeps_one_row_per_record_when_a_cell_holds_newlines(tmp_path: Path):
+    from jeepkit.reporting.tables import write_table
+    df = pd.DataFrame({"JEEP": ["India\nIndia\nIndia", "a | b"]}, index=pd.Index(["Unrelated", "Edited"], name="Prompt"))
+    _, md = write_table(df, tmp_path / "t")
+    rows = [line for line in md.read_text().splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2  # header, rule, two records
+    assert "India ⏎ India ⏎ India" in rows[2] and "a \\| b" in rows[3]
+    assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["Unrelated", "JEEP"] == "India\nIndia\nIndia"
+
+
+def test_error_bars_stay_inside_0_100():
+    import numpy as np
+    from jeepkit.reporting.figures import _clipped_err
+    err = _clipped_err(np.array([95.0, 3.0, 50.0, np.nan]), np.array([10.0, 10.0, 5.0, np.nan]))
+    assert err.tolist() == [[10.0, 3.0, 5.0, 0.0], [5.0, 10.0, 5.0, 0.0]]

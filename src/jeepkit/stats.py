@@ -65,7 +65,7 @@ def _sha256_once(path: Path, mtime_ns: int, size: int) -> str:
 
 
 # The modules whose code decides C (statistics cache key); reporting or editing changes keep the cache.
-STATS_CODE = ("jeepkit.stats", "jeepkit.hooks", "jeepkit.tokens", "jeepkit.models", "jeepkit.forward")
+STATS_CODE = ("jeepkit.stats", "jeepkit.hooks", "jeepkit.tokens", "jeepkit.models")
 
 
 def code_fingerprint() -> str:

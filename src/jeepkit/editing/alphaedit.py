@@ -65,7 +65,7 @@ def solver_kwargs(hp: Any) -> dict[str, Any]:
 
 def edit(ctx: EditContext, cases: Sequence, hp: Hparams) -> EditResult:
     return optimise_and_apply(ctx, cases, objective(hp), regions(hp), hp, label="alphaedit", solver=solve,
-                              solver_kwargs=solver_kwargs(hp))
+                              solver_kwargs=solver_kwargs(hp), targets_from="memit")
 
 
 SPEC = MethodSpec("alphaedit", "AlphaEdit", "closed_form", Hparams, edit, statistics=memit.statistics,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..data.schema import EditCase
 from ..device import CPU, input_device, module_device, output_device
 from ..errors import ConfigError, OptimisationError
-from ..forward import final_hidden
+from ..forward import freeze_prefix, suffix_hidden
 from ..hooks import StopForward, add_at, capture, stop_after
 from ..models import Arch, get_module, layer_index
 from ..tokens import Located, locate_template, pad_id, right_pad
@@ -127,19 +127,23 @@ def _rewrite_rows(tok, case: EditCase, prefixes: Sequence[str]) -> list[Located]
 
 
 def optimise_targets(model: nn.Module, tok, arch: Arch, case: EditCase, objective: Objective,
-                     prefixes: Sequence[str]) -> TargetResult:
+                     prefixes: Sequence[str], reuse_prefix: bool = True) -> TargetResult:
     """Optimise all deltas of `objective` jointly for one request on the (unedited) model."""
-    return optimise_targets_batch(model, tok, arch, [case], objective, prefixes)[0]
+    return optimise_targets_batch(model, tok, arch, [case], objective, prefixes, reuse_prefix)[0]
 
 
 def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], objective: Objective,
-                           prefixes: Sequence[str]) -> list[TargetResult]:
+                           prefixes: Sequence[str], reuse_prefix: bool = True) -> list[TargetResult]:
     """Optimise each request's deltas, several requests per forward pass.
 
     Every request keeps its own δ rows, loss, clamp and early stop, and Adam is element-wise, so the
     result equals optimising the requests one at a time; batching only fills the CPU's matrix units
     better. A request that has stopped leaves the batch (later passes compute only the active ones)
     and stays frozen (its δ restored after each Adam step).
+
+    `reuse_prefix` (the default) computes once the tokens before each row's earliest δ position and the
+    layers below the lowest δ layer, and runs every step on the rest only (`forward.FrozenPrefix`); the
+    result equals whole rows through the whole model (`False`) to float rounding (tested).
 
     Devices: input ids go to the embedding's device; δ rows, losses and all bookkeeping live on the LM
     head's device (the hooks move each δ to the module it is added to). δ is float32 whatever the model
@@ -160,28 +164,42 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
     kl_init = None
     infos: list[dict[str, Any]] = [{} for _ in cases]
     batches: dict[tuple[int, ...], dict[str, Any]] = {}
+    low = min(d.layer for d in objective.deltas)  # nothing below this layer depends on any δ
+    resume = {"layers": [get_module(model, arch.name("layer", i)) for i in range(low, arch.n_layers)],
+              "norm": get_module(model, arch.final_norm)} if reuse_prefix else {}
 
     def batch_for(sel: tuple[int, ...]) -> dict[str, Any]:
-        """Padded inputs and label indices for the requests `sel` (rewrite rows case-major, then KL rows)."""
+        """Inputs and label indices for the requests `sel` (rewrite rows case-major, then KL rows).
+
+        With `reuse_prefix`, each row is split at its earliest δ position (`forward.FrozenPrefix`) and
+        every index below is into the suffix; otherwise rows are whole and right-padded.
+        """
         if sel not in batches:
             rows = [r for i in sel for r in rewrite[i]]
             all_rows = rows + [kl_loc[i] for i in sel]
-            ids, mask = right_pad([r.ids[:-1] for r in rows] + [kl_loc[i].ids for i in sel], pad_id(tok),
-                                  device=in_dev)
+            seqs = [r.ids[:-1] for r in rows] + [kl_loc[i].ids for i in sel]
+            # each row from its earliest δ position or scored position (a KL row is scored at its subject,
+            # which a δ at the prompt's end comes after)
+            scored = [r.prompt_last for r in rows] + [kl_loc[i].subject_last for i in sel]
+            starts = [min([sc] + [_pos(r, d.position) for d in objective.deltas]) if reuse_prefix else 0
+                      for r, sc in zip(all_rows, scored)]
+            frozen = freeze_prefix(model, seqs, starts, pad_id(tok), in_dev, **resume)
+            row_of_label = [i for i, r in enumerate(rows) for _ in r.answer_ids]
 
             def index(values: list[int]) -> torch.Tensor:
                 return torch.tensor(values, dtype=torch.long, device=dev)
 
             batches[sel] = {
-                "ids": ids, "mask": mask, "rows": torch.arange(len(all_rows), device=dev),
+                "frozen": frozen, "rows": torch.arange(len(all_rows), device=dev),
                 "case_of_row": index([j for j in range(len(sel)) for _ in range(n_p)] + list(range(len(sel)))),
-                "cols": {d.name: index([_pos(r, d.position) for r in all_rows]) for d in objective.deltas},
-                "lab_rows": index([i for i, r in enumerate(rows) for _ in r.answer_ids]),
-                "lab_cols": index([c for r in rows for c in r.answer_positions]),
+                "cols": {d.name: index([_pos(r, d.position) - s for r, s in zip(all_rows, starts)])
+                         for d in objective.deltas},
+                "lab_rows": index(row_of_label),
+                "lab_cols": index([c - starts[i] for i, r in enumerate(rows) for c in r.answer_positions]),
                 "lab_tok": index([t for r in rows for t in r.answer_ids]),
                 "n_tok": torch.tensor([len(r.answer_ids) for r in rows], dtype=torch.float32, device=dev),
                 "kl_idx": torch.arange(len(rows), len(all_rows), device=dev),
-                "kl_cols": index([kl_loc[i].subject_last for i in sel]),
+                "kl_cols": index([kl_loc[i].subject_last - starts[len(rows) + k] for k, i in enumerate(sel)]),
                 "bare_rows": [j * n_p for j in range(len(sel))],  # each request's bare prompt
                 "n_rows": len(rows)}
         return batches[sel]
@@ -193,7 +211,7 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
                 stack.enter_context(add_at(get_module(model, arch.name(d.role, d.layer)), b["rows"], b["cols"][d.name],
                                            (lambda name=d.name: deltas[name][idx][b["case_of_row"]]),
                                            record_init=inits[d.name], init_row=b["bare_rows"]))
-            h = final_hidden(model, b["ids"], b["mask"]).to(dev)
+            h = suffix_hidden(model, b["frozen"]).to(dev)
         lab_rows, lab_tok, n_tok = b["lab_rows"], b["lab_tok"], b["n_tok"]
         logp = torch.log_softmax(lm_head(h[lab_rows, b["lab_cols"]]).float(), -1)
         tok_logp = logp.gather(1, lab_tok[:, None])[:, 0]

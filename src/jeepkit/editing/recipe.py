@@ -50,14 +50,16 @@ class EditResult:
 
 def optimise_and_apply(ctx: EditContext, cases: Sequence[EditCase], objective: Objective,
                        regions: Sequence[Region], hp: Any, *, label: str, solver: Solver = memit_solve,
-                       solver_kwargs: dict[str, Any] | None = None) -> EditResult:
+                       solver_kwargs: dict[str, Any] | None = None, targets_from: str | None = None) -> EditResult:
     """Targets for `objective` (from the cache when the context has one), then `regions` applied in order.
 
-    `label`'s first word names the method in the target key (its module's code is part of the key).
+    `targets_from` names the method whose module builds the objective (default: `label`'s first word);
+    its code is part of the target key, so methods that share an objective (AlphaEdit optimises MEMIT's)
+    share the cached targets.
     """
     cache = ctx.cache if (ctx.cache is not None and ctx.model_identity is not None) else TargetCache(None)
     t0 = time.time()
-    method = label.split()[0]
+    method = targets_from or label.split()[0]
     keys = [target_key(ctx.model_identity or {}, c, objective, ctx.prefixes, method=method) for c in cases]
     results = cache.get_or_compute(
         keys, lambda idx: optimise_targets_batch(ctx.model, ctx.tok, ctx.arch, [cases[i] for i in idx], objective,

@@ -11,9 +11,11 @@ from .. import reporting as rp
 
 
 REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
+CONTRADICTED = "contradicted"  # an ordering or shape whose interval excludes 0 against the paper's direction
+UNDECIDED = "undecided"  # an ordering or shape whose interval includes 0: this scale cannot tell
+NOT_REPRODUCED = "not reproduced"  # a comparable printed cell outside the tolerance; a one-record case claim
 NOT_COMPARABLE = "not comparable"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
+VERDICTS = (REPRODUCED, CONTRADICTED, UNDECIDED, NOT_REPRODUCED, NOT_COMPARABLE)
 
 PAPER_MODELS: Mapping[str, str] = {"gptj": "GPT-J", "llama7b": "LLaMA"}  # our model.key -> the paper's model
 _PAPER_MODEL_IDS = {"GPT-J": "gpt-j-6b", "LLaMA": "llama-7b"}  # substring an HF id must contain
@@ -30,8 +32,11 @@ RULES = (
     "in one batch; otherwise they are 'not comparable' and the reason lists what differs. When comparable, a "
     f"cell is 'reproduced' if |ours - paper| <= ours_ci95 + paper_ci95 + {ROUNDING} (rounding), at least "
     f"{MIN_TOL} points.",
-    "Ordering, shape and case claims are evaluated on our own numbers at our scale ('reproduced' / 'not "
-    "reproduced' on point estimates; the reason says whether the 95% interval of the difference excludes 0). "
+    "Ordering and shape claims are evaluated on our own numbers at our scale and decided by the 95% interval of "
+    "the difference they turn on: 'reproduced' when it excludes 0 in the paper's direction, 'contradicted' when "
+    "it excludes 0 the other way, 'undecided' when it includes 0 (a claim on several differences is reproduced "
+    "only if every one is, contradicted if any one is). Case claims (one record) are 'reproduced' / 'not "
+    "reproduced'; a degenerate continuation (one word repeated) does not count as producing its target. "
     "Missing runs make a claim 'not comparable'.",
     "Ordering margins carry the half-width sqrt(ci1^2 + ci2^2) of a difference of independent estimates. "
     "Probe shape claims use per-record differences between two layers, with a t-interval over records.",
@@ -67,7 +72,7 @@ def _separated(d: float, ci: float | None) -> str:
         return "no interval for the difference"
     if abs(d) > ci:
         return "the 95% interval of the difference excludes 0"
-    return "the 95% interval of the difference includes 0: not significant at this scale"
+    return "the 95% interval of the difference includes 0: undecided at this scale"
 
 
 def entry(id: str, artifact: str, kind: str, claim: str, paper_value: Any, verdict: str, reason: str, *,
@@ -83,6 +88,26 @@ def entry(id: str, artifact: str, kind: str, claim: str, paper_value: Any, verdi
             "paper_interval": _f(paper_interval), "reproduced_value": value, "reproduced_interval": interval,
             "reproduced": reproduced, "verdict": verdict, "reason": reason, "scale": scale,
             "sources": sorted(set(sources))}
+
+
+def decide(d: float | None, ci: float | None) -> str:
+    """Three-valued verdict of one difference `d` oriented so that > 0 is the paper's direction."""
+    d, ci = _f(d), _f(ci)
+    if d is None:
+        return NOT_COMPARABLE
+    if ci is None:
+        return UNDECIDED
+    return REPRODUCED if d - ci > 0 else CONTRADICTED if d + ci < 0 else UNDECIDED
+
+
+def decide_all(verdicts: Iterable[str]) -> str:
+    """A claim on several differences: reproduced if every one is, contradicted if any one is, else undecided."""
+    vs = list(verdicts)
+    if not vs or NOT_COMPARABLE in vs:
+        return NOT_COMPARABLE
+    if CONTRADICTED in vs:
+        return CONTRADICTED
+    return REPRODUCED if all(v == REPRODUCED for v in vs) else UNDECIDED
 
 
 def _verdict(holds: bool | None) -> str:

@@ -32,7 +32,7 @@ def bar_figure(df: pd.DataFrame, dataset: str, path_png: str | os.PathLike, *, m
     ax = fig.add_subplot()
     for i, m in enumerate(metrics):
         means = np.nan_to_num(agg[f"{m}_mean"].to_numpy(dtype=float), nan=0.0)
-        err = np.nan_to_num(agg[f"{m}_ci95"].to_numpy(dtype=float), nan=0.0)
+        err = _clipped_err(means, agg[f"{m}_ci95"].to_numpy(dtype=float))
         ax.bar(x + (i - (len(metrics) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=m)
     ax.set_xticks(x, list(agg["label"]))
     ax.set_ylim(0, 105)
@@ -46,6 +46,12 @@ def bar_figure(df: pd.DataFrame, dataset: str, path_png: str | os.PathLike, *, m
     ax.legend(ncols=len(metrics), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
     return save_figure(fig, path_png)
+
+
+def _clipped_err(y: np.ndarray, ci: np.ndarray) -> np.ndarray:
+    """Error bars of half-width `ci` cut at 0 and 100 (a percentage's interval cannot leave [0, 100])."""
+    y, ci = np.nan_to_num(y, nan=0.0), np.nan_to_num(ci, nan=0.0)
+    return np.vstack([np.minimum(ci, np.clip(y, 0, 100)), np.minimum(ci, np.clip(100 - y, 0, 100))])
 
 
 def _new_figure(size: tuple[float, float]):
@@ -82,9 +88,8 @@ def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Pa
     note = frame.attrs.get("note", "")
     if frame.empty:
         return placeholder_figure(path_png, "Fig. 4: scaling", note or "no runs")
-    from matplotlib.ticker import FuncFormatter
-
     fig = _new_figure((10.0, 7.2))
+    sizes = sorted(set(frame["m"].astype(int)))
     axes = fig.subplots(2, 2, sharex=True)
     colors = {"memit": "tab:blue", "pmet": "tab:orange", "jeep": "tab:red"}
     for ax, met in zip(axes.flat, FIGURE_METRICS):
@@ -100,7 +105,8 @@ def scaling_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Pa
                 ax.fill_between(x[ok], np.clip(y[ok] - ci[ok], 0, 100), np.clip(y[ok] + ci[ok], 0, 100),
                                 color=color, alpha=0.15, lw=0)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xticks(sizes, [str(v) for v in sizes], fontsize=7)  # the sizes run, not "2×10⁰" minor labels
+        ax.minorticks_off()
         ax.set_title(met, fontsize=10)
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
@@ -125,8 +131,9 @@ def sweep_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Path
     x = frame["gamma"].to_numpy(dtype=float)
     for ax, met in zip(axes, FIGURE_METRICS):
         y = frame[f"{met}_mean"].to_numpy(dtype=float)
-        ci = np.nan_to_num(frame[f"{met}_ci95"].to_numpy(dtype=float), nan=0.0)
-        ax.errorbar(x, y, yerr=ci, fmt="-o", ms=4, capsize=3, color="tab:red")
+        ci = frame[f"{met}_ci95"].to_numpy(dtype=float)
+        ax.errorbar(x, y, yerr=_clipped_err(y, ci), fmt="-o", ms=4, capsize=3, color="tab:red")
+        ax.set_ylim(0, 105)
         ax.set_xscale("log")
         ax.set_xticks(x, [f"{v:g}" for v in x], fontsize=7)
         ax.minorticks_off()

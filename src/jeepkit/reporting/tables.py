@@ -139,7 +139,9 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike) -> tuple[Path, Path]:
     buf = io.StringIO()
     df.to_csv(buf)
     write_text(csv_path, buf.getvalue())
-    md = df.to_markdown(disable_numparse=True) + "\n"  # keep "40.0" as printed, not "40"
+    # keep "40.0" as printed, not "40"; a cell's newline or pipe would break the row (a continuation can hold both)
+    cells = df.map(lambda x: x.replace("\n", " ⏎ ").replace("|", "\\|") if isinstance(x, str) else x)
+    md = cells.to_markdown(disable_numparse=True) + "\n"
     note = df.attrs.get("note")
     if note:
         md += f"\n{note}\n"
