@@ -36,7 +36,6 @@ import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from .data.kinds import KINDS
 from .errors import InputError
@@ -73,6 +72,8 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float
     n = 0 gives (nan, nan); n = 1 gives (value, nan) because the spread is unknown (this mirrors the
     official code's NaN for a single chunk). Identical values give half-width 0.
     """
+    from scipy import stats  # here, not at import: scipy.stats costs every stage half a second of start-up
+
     return _interval(values, lambda n: float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)))
 
 
@@ -81,6 +82,8 @@ def normal_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[
 
     Same conventions as `t_interval` for n < 2 and constant values.
     """
+    from scipy import stats
+
     return _interval(values, lambda n: float(stats.norm.ppf((1.0 + confidence) / 2.0)))
 
 
