@@ -566,7 +566,7 @@ def _table1(metrics_root: Path, ds: str | None) -> list[dict[str, Any]]:
     out = [entry("T1-edited-all", art, "case", c1, p1, _verdict(all(edited.values())),
                  f"One record (case {case.get('case_id')}), greedy continuation produces {target!r} (contains it "
                  "and is not one word repeated): "
-                 + ", ".join(f"{c} {'yes' if v else 'no, a loop' if degenerate(str(fr.loc['Edited', c])) else 'no'}"
+                 + ", ".join(f"{c} {'yes' if v else 'no (a loop)' if degenerate(str(fr.loc['Edited', c])) else 'no'}"
                              for c, v in edited.items()) + ".",
                  reproduced=t1, scale=scale, sources=src)]
     if "Equivalent" not in fr.index or "Unrelated" not in fr.index or "Unedited" not in fr.columns:
