@@ -1,5 +1,6 @@
-"""Bounded memory: 2,000 requests under a small memory budget give the same deltas as one large chunk,
-and the measured peak stays below the budget (which the large chunk exceeds)."""
+"""Bounded memory: 2,000 requests under a small memory budget give the same deltas as one large chunk (to float
+rounding: a chunk's padding widths decide the attention's key length over the frozen prefix), and the measured
+peak stays below the budget (which the large chunk exceeds)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,13 @@ def test_two_thousand_requests_under_a_budget(tmp_path):
     big, d_big = _run(tmp_path, "--target-requests", "512")
     small, d_small = _run(tmp_path, "--budget-gb", str(BUDGET_GB))
     assert small["target_requests"] < 512 and small["target_requests"] >= 1
-    assert d_small == d_big  # byte-identical deltas whatever the chunking
+    # the same deltas whatever the chunking, to float rounding (measured: 1.4e-5 absolute on entries up to 1.2)
+    from safetensors.torch import load
+    import torch
+    a, b = load(d_small), load(d_big)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4)
     assert small["peak_added"] < BUDGET_GB * 2 ** 30, small
     assert big["peak_added"] > BUDGET_GB * 2 ** 30, big  # the budget is what kept the peak down
 
