@@ -91,9 +91,9 @@ def reference_targets(model, tok, arch, cases, objective, prefixes) -> list[engi
             stop = False
             if objective.nll_schedule == "pmet":
                 nll_factor = 0.1 if hit else 1.0
-                stop = hit and float(kl_v) <= 0.01
+                stop = hit and float(kl_v.detach()) <= 0.01
             if objective.stop_rule == "loss":
-                stop = stop or float(loss) < objective.stop_value
+                stop = stop or float(loss.detach()) < objective.stop_value
             else:
                 stop = stop or prob >= objective.stop_value
             if stop or step == objective.steps - 1:
