@@ -133,21 +133,17 @@ def phases(reference: bool) -> Iterator[dict[str, Any]]:
         t["results"] += res
         return res
 
-    def regions(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return saved[1](*a, **k)
-        finally:
-            t["regions"] += time.perf_counter() - t0
+    def timed(phase: str, fn):
+        def call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                t[phase] += time.perf_counter() - t0
+        return call
 
-    def keys(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return saved[2](*a, **k)
-        finally:
-            t["keys"] += time.perf_counter() - t0
-
-    recipe.optimise_targets_batch, recipe.apply_regions, engine.read_keys_and_cur = targets, regions, keys
+    recipe.optimise_targets_batch, recipe.apply_regions, engine.read_keys_and_cur = \
+        targets, timed("regions", saved[1]), timed("keys", saved[2])
     try:
         yield t
     finally:

@@ -120,9 +120,9 @@ def _best_claim(id: str, artifact: str, claim: str, paper: str, rows: dict[str, 
 
 
 def _pair_claim(id: str, artifact: str, claim: str, paper: str, a: Mapping | None, b: Mapping | None,
-                la: str, lb: str, metric: str, *, strict: bool, dataset: str | None, higher: bool = True,
+                la: str, lb: str, metric: str, *, dataset: str | None, higher: bool = True,
                 what: str = "") -> dict[str, Any]:
-    """`a` above `b` on `metric` (strictly or ≥); `higher=False` asks for a below b."""
+    """`a` above `b` on `metric`, decided by the interval of the difference; `higher=False` asks for a below b."""
     if not a or not b:
         missing = [lab for lab, r in ((la, a), (lb, b)) if not r]
         return entry(id, artifact, "ordering", claim, paper, NOT_COMPARABLE,
@@ -154,12 +154,12 @@ def _tables_2_3(main: pd.DataFrame, ds2: str | None, ds3: str | None) -> list[di
         "93.2 / 49.1 vs 95.1 (MEMIT) / 89.5 (MEMIT) / 48.0 (PMET)", r2, ds2, ["ES", "GS", "LS"]))
     out.append(_pair_claim("T2-ES-JEEP-ge-MEMIT", "Table 2", "JEEP ES ≥ MEMIT ES on zsRE",
                            "GPT-J 98.4 ≥ 96.7; LLaMA 96.0 ≥ 95.1", r2.get("jeep"), r2.get("memit"), "JEEP", "MEMIT",
-                           "ES", strict=False, dataset=ds2))
+                           "ES", dataset=ds2))
     out.append(_pair_claim("T2-ROME-below-FT", "Table 2",
                            "ROME scores below FT-WD on zsRE ('MEND and ROME perform even worse than simple "
                            "fine-tuning'; MEND is not implemented here)",
                            "GPT-J: ROME 2.6 < FT-WD 42.1 (MEND 20.0)", r2.get("rome"), r2.get("ft_wd"), "ROME",
-                           "FT-WD", "Score", strict=True, dataset=ds2, higher=False))
+                           "FT-WD", "Score", dataset=ds2, higher=False))
     out.append(_significance_claim(r2, ds2))
     # Table 3 (Multi-CounterFact) orderings, Sec. 5.3
     out.append(_best_claim("T3-best-score", "Table 3",
@@ -169,7 +169,7 @@ def _tables_2_3(main: pd.DataFrame, ds2: str | None, ds3: str | None) -> list[di
                            "('achieves the best efficacy')", _paper_order_text("table3", "ES"), r3, ds3, ["ES"]))
     out.append(_pair_claim("T3-ES-JEEP-ge-MEMIT", "Table 3", "JEEP ES ≥ MEMIT ES on (Multi-)CounterFact",
                            "GPT-J 99.8 ≥ 98.9; LLaMA 99.8 ≥ 98.4", r3.get("jeep"), r3.get("memit"), "JEEP", "MEMIT",
-                           "ES", strict=False, dataset=ds3))
+                           "ES", dataset=ds3))
     out.append(_no_dominant_claim(r3, ds3))
     return out
 
@@ -303,34 +303,33 @@ def _table4(metrics_root: Path, main: pd.DataFrame, ds: str | None, model: str |
         others = [k for k in present if k != "wo_step2"]
         low = min(others, key=lambda k: _f(rows[k]["Score_mean"]) or 0.0)
         out.append(_pair_claim("T4-wo-step2-worst", "Table 4", claim, paper, rows["wo_step2"], rows[low],
-                               L["wo_step2"], f"the next lowest, {L[low]}", "Score", strict=True, dataset=ds,
+                               L["wo_step2"], f"the next lowest, {L[low]}", "Score", dataset=ds,
                                higher=False))
     # single-region: low beats high
     out.append(_pair_claim("T4-low-only-beats-high-only", "Table 4",
                            "Editing only the low layers beats editing only the high layers: w/o δ* & Step 3 above "
                            "w/o δ′ & Step 2 (Score)", f"{P['wo_high']:.1f} > {P['wo_low']:.1f}",
-                           rows.get("wo_high"), rows.get("wo_low"), L["wo_high"], L["wo_low"], "Score", strict=True,
-                           dataset=ds))
+                           rows.get("wo_high"), rows.get("wo_low"), L["wo_high"], L["wo_low"], "Score", dataset=ds))
     out.append(_pair_claim("T4-wo-step3-beats-wo-step2", "Table 4",
                            "With joint δ, updating only the low layers beats only the high layers: w/o Step 3 above "
                            "w/o Step 2 (Score)", f"{P['wo_step3']:.1f} > {P['wo_step2']:.1f}",
                            rows.get("wo_step3"), rows.get("wo_step2"), L["wo_step3"], L["wo_step2"], "Score",
-                           strict=True, dataset=ds))
+                           dataset=ds))
     out.append(_pair_claim("T4-dual-delta-high-worse", "Table 4",
                            "Computing both δ but updating only the high layers is worse than computing δ* alone: "
                            "w/o Step 2 below w/o δ′ & Step 2 (Score)", f"{P['wo_step2']:.1f} < {P['wo_low']:.1f}",
                            rows.get("wo_step2"), rows.get("wo_low"), L["wo_step2"], L["wo_low"], "Score",
-                           strict=True, dataset=ds, higher=False))
+                           dataset=ds, higher=False))
     out.append(_pair_claim("T4-dual-delta-low-worse", "Table 4",
                            "Computing both δ but updating only the low layers is worse than computing δ′ alone: "
                            "w/o Step 3 below w/o δ* & Step 3 (Score)", f"{P['wo_step3']:.1f} < {P['wo_high']:.1f}",
                            rows.get("wo_step3"), rows.get("wo_high"), L["wo_step3"], L["wo_high"], "Score",
-                           strict=True, dataset=ds, higher=False))
+                           dataset=ds, higher=False))
     out.append(_pair_claim("T4-separate-below-low-only", "Table 4",
                            "Separate Optimization scores below the single-region low-layer edit w/o δ* & Step 3 "
                            "('worse than single-region editing')", f"{P['separate']:.1f} < {P['wo_high']:.1f}",
                            rows.get("separate"), rows.get("wo_high"), L["separate"], L["wo_high"], "Score",
-                           strict=True, dataset=ds, higher=False))
+                           dataset=ds, higher=False))
     # even spread: LS up, ES and GS down vs JEEP
     e, f = rows.get("even_spread"), rows.get("full")
     claim = "Even Spread in Step 2 has better LS than JEEP at the cost of ES and GS"
@@ -358,7 +357,7 @@ def _table4(metrics_root: Path, main: pd.DataFrame, ds: str | None, model: str |
             continue
         best = max(singles, key=lambda k: _f(rows[k]["Score_mean"]) or 0.0)
         ent = _pair_claim(cid, "Table 4", claim, paper, rows[key], rows[best], L[key], f"the best single-region "
-                          f"variant, {L[best]}", "Score", strict=True, dataset=ds)
+                          f"variant, {L[best]}", "Score", dataset=ds)
         miss = [L[k] for k in SINGLE_REGION if k not in rows]
         if miss and ent["verdict"] != NOT_COMPARABLE:
             ent["reason"] += f" Not run: {', '.join(miss)}."
