@@ -113,8 +113,9 @@ def test_counterfact_successes_on_dictated_logits(bos, batch_size):
     calls: list[int] = []
     res = evaluate_cases(None, make_tok(bos), [CF1, CF2], batch_size=batch_size, progress=False,
                          logits_fn=bigram_logits_fn(table, calls))
-    # 2 x (1 rewrite + 2 paraphrases) + 2 x 3 locality + 2 x 1 + 2 x 1 + 2 x 1 sequences in total
-    assert sum(calls) == 6 + 6 + 6 and max(calls) <= batch_size
+    # one row per prompt: CF1's candidates are one token each (both need only the prompt) and each of CF2's
+    # one-token candidates is a prefix of its rival "New York"'s row: 6 prompts of CF1 + 3 of CF2
+    assert sum(calls) == 6 + 3 and max(calls) <= batch_size
     r1, r2 = res
     assert [r1["case_id"], r2["case_id"]] == ["cf1", "cf2"]
     # cf1: "speaks" prefers English (3 > 1): ES succeeds
@@ -277,3 +278,28 @@ def test_greedy_continuations_dictated_stops_at_eos():
     out = greedy_continuations(None, make_tok(True), ["capital of France", "born in New"], max_new_tokens=4,
                                logits_fn=bigram_logits_fn(table))
     assert out == ["Paris", "York New York New"]
+
+
+def test_candidates_of_one_prompt_share_a_row_and_score_as_alone(tiny_llama):
+    """A one-token candidate needs only the prompt: it rides in its rival's row (or they share the prompt),
+    and scores as in a row of its own."""
+    from jeepkit.evaluation import _queries, _score_queries, _shared_rows
+    from jeepkit.forward import logits_at
+
+    tok = make_tok(True)
+    queries = _queries(tok, [CF1, CF2])
+    rows = _shared_rows(queries)
+    assert len(rows) < len(queries)
+    assert sorted(qi for _, qis in rows for qi in qis) == list(range(len(queries)))  # every query exactly once
+    for ids, qis in rows:
+        for qi in qis:
+            q = queries[qi]
+            assert ids[:max(q.cols) + 1] == q.ids[:max(q.cols) + 1]
+    import functools
+
+    fn = functools.partial(logits_at, tiny_llama)
+    with torch.inference_mode():
+        shared = _score_queries(queries, fn, 0, torch.device("cpu"), 4, False)
+        alone = [_score_queries([q], fn, 0, torch.device("cpu"), 1, False)[0] for q in queries]
+    for a, b in zip(shared, alone):
+        assert a.nll == pytest.approx(b.nll, abs=1e-5) and a.correct == b.correct and a.pred == b.pred

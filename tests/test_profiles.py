@@ -24,8 +24,10 @@ def test_paper_profile_dry_run(model_key):
     summary = dry_run(params)
     n_seeds, n_ds, n_methods = 3, 2, len(params["edit"]["methods"])
     expected = n_seeds * (n_ds * n_methods + len(params["knowedit"]["methods"]) + len(params["ablation"]["variants"])
-                          + len(params["sweep"]["clamp_high"]) + len(params["scaling"]["methods"]))
+                          + len(params["sweep"]["clamp_high"]) + len(params["scaling"]["methods"])
+                          + len(params["sequential"]["methods"]) * len(params["sequential"]["regularisers"]))
     assert summary["runs"] == expected
+    assert "sequential@rome-rect-2" in summary["stages"]
     assert summary["depth"] == {"llama7b": 32, "gptj": 28}[model_key]
 
 
@@ -35,6 +37,9 @@ def test_default_and_real_small_profiles_validate():
     real = apply_overrides(params, load_profile(ROOT / "profiles" / "real-small.yaml")["overrides"])
     assert real["data"]["source"] == "mirror"
     dry_run(real)
+    bad = apply_overrides(real, {"sequential.total": 210})  # not a whole number of batches of 20
+    with pytest.raises(ConfigError, match="not a multiple of sequential.batch"):
+        dry_run(bad)
 
 
 def test_dry_run_reports_missing_covariance_and_bad_layers():

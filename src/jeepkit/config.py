@@ -58,6 +58,12 @@ SECTIONS: dict[str, dict[str, F]] = {
                 "max_edits": F("int", True, lo=1), "max_chunks": F("int", lo=1)},
     "knowedit": {"dataset": F("str", True, choices=DATASETS), "methods": F("strs", True),
                  "n_edits": F("int", True, lo=1), "source": F("str", choices=("bundled", "mirror", "official"))},
+    "sequential": {"dataset": F("str", True, choices=DATASETS), "methods": F("strs", True),
+                   "regularisers": F("strs", choices=("none", "rect")), "total": F("int", True, lo=1),
+                   "batch": F("int", True, lo=1), "rect_top_percent": F("num", gt=0.0, hi=100.0),
+                   "prune": F("map", nullable=True)},
+    "drift": {"n_docs": F("int", True, lo=1), "max_length": F("int", True, lo=2), "seed": F("int", lo=0),
+              "batch_size": F("int", lo=1)},
     "run": {"memory_budget_gb": F("num", nullable=True, gt=0.0), "solve_on": F("str", choices=("weight", "cpu")),
             "target_requests": F("int", lo=1, nullable=True), "key_rows": F("int", lo=1),
             "stats_tokens": F("int", lo=1), "probe_rows": F("int", lo=1), "eval_rows": F("int", lo=1),
@@ -68,6 +74,7 @@ SECTIONS: dict[str, dict[str, F]] = {
 }
 TOP: dict[str, F] = {"profile": F("str", nullable=True), "seed": F("int", lo=0), "seeds": F("ints", lo=0, nonempty=True),
                      "hparams": F("map", True), **{k: F("map") for k in SECTIONS}}
+PRUNE: dict[str, F] = {"alpha": F("num", nullable=True, gt=1.0), "every": F("bool")}
 REQUIRED_SECTIONS = ("model",)  # the others are checked when present; a stage that needs one says so
 
 def _unknown(key: str, known: Mapping[str, Any], where: str) -> ConfigError:
@@ -148,6 +155,8 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     for name, spec in SECTIONS.items():
         if name in params:
             check_block(spec, params[name], name)
+    if "sequential" in params:
+        check_block(PRUNE, (params["sequential"] or {}).get("prune"), "sequential.prune")
     device = params["model"].get("device")
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device).strip().lower()):
         raise ConfigError(f"params: model.device: unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
@@ -170,8 +179,10 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
                     raise ConfigError(f"params: {where}.by_dataset.{ds}: expected a mapping, got {over!r}")
     if key not in table:
         raise ConfigError(f"params: model.key {key!r} has no hparams block; known: {sorted(table)}")
-    used = [m for section in ("edit", "scaling", "knowedit") for m in (params.get(section) or {}).get("methods", [])]
+    used = [m for section in ("edit", "scaling", "knowedit", "sequential")
+            for m in (params.get(section) or {}).get("methods", [])]
     for m in used:
         if m not in table[key]:
-            raise ConfigError(f"params: hparams.{key}.{m}: missing (edit, scaling or knowedit .methods runs it)")
+            raise ConfigError(f"params: hparams.{key}.{m}: missing (edit, scaling, knowedit or sequential .methods "
+                              "runs it)")
     return params

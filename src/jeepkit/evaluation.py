@@ -162,19 +162,40 @@ def _queries(tok, cases: list[EditCase], only_reference: bool = False) -> list[_
     return out
 
 
+def _shared_rows(queries: list[_Query]) -> list[tuple[list[int], list[int]]]:
+    """(ids, query indices) per forward row. Causal attention: a query needs its tokens only up to its last
+    scored position (the final answer token is predicted, never read), and a query whose needed tokens begin
+    another's of the same prompt is scored in that one's row: a one-token candidate and its rival share one
+    row. Rows in order of decreasing length (stable: deterministic)."""
+    need = [q.ids[:max(q.cols) + 1] for q in queries]
+    rows: list[tuple[list[int], list[int]]] = []
+    by_prompt: dict[tuple, list[int]] = {}
+    for qi in sorted(range(len(queries)), key=lambda i: -len(need[i])):
+        q = queries[qi]
+        group = by_prompt.setdefault((q.case, q.slot[0], q.slot[1]), [])
+        host = next((r for r in group if rows[r][0][:len(need[qi])] == need[qi]), None)
+        if host is None:
+            group.append(len(rows))
+            rows.append((need[qi], [qi]))
+        else:
+            rows[host][1].append(qi)
+    return sorted(rows, key=lambda r: -len(r[0]))
+
+
 def _score_queries(queries: list[_Query], logits_fn: LogitsFn, pad: int, device: torch.device,
                    batch_size: int, progress: bool) -> list[_Scored]:
     """Mean token NLL, per-token argmax correctness and argmax ids for every query, in the queries' order."""
     results: list[_Scored | None] = [None] * len(queries)
-    order = sorted(range(len(queries)), key=lambda i: -len(queries[i].ids))  # stable: deterministic
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rows = _shared_rows(queries)
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
     for batch in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
-        ids, mask = right_pad([queries[i].ids for i in batch], pad, device=device)
-        rows = torch.tensor([r for r, qi in enumerate(batch) for _ in queries[qi].cols], dtype=torch.long, device=device)
-        cols = torch.tensor([c for qi in batch for c in queries[qi].cols], dtype=torch.long, device=device)
-        targets = [t for qi in batch for t in queries[qi].targets]
+        ids, mask = right_pad([r[0] for r in batch], pad, device=device)
+        scored = [(r, qi) for r, (_, qis) in enumerate(batch) for qi in qis]
+        rows_t = torch.tensor([r for r, qi in scored for _ in queries[qi].cols], dtype=torch.long, device=device)
+        cols = torch.tensor([c for _, qi in scored for c in queries[qi].cols], dtype=torch.long, device=device)
+        targets = [t for _, qi in scored for t in queries[qi].targets]
         # log-softmax in float32 where the logits are; only the scored numbers leave the device
-        logits = logits_fn(ids, mask, rows, cols).float()
+        logits = logits_fn(ids, mask, rows_t, cols).float()
         tgt = torch.tensor(targets, dtype=torch.long, device=logits.device)
         logp = torch.log_softmax(logits, dim=-1)
         tok_nll = (-logp.gather(1, tgt[:, None]).squeeze(1).double()).cpu()
@@ -182,7 +203,7 @@ def _score_queries(queries: list[_Query], logits_fn: LogitsFn, pad: int, device:
         correct = (argmax == tgt).tolist()
         pred = argmax.tolist()
         start = 0
-        for qi in batch:
+        for _, qi in scored:
             k = len(queries[qi].targets)
             results[qi] = _Scored(float(tok_nll[start:start + k].mean()), [bool(x) for x in correct[start:start + k]],
                                   [int(x) for x in pred[start:start + k]])

@@ -130,8 +130,9 @@ def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100"
     loads = {ds: workload(params, ds) for ds in {r["dataset"] for r in expand_runs(params)}}
     seen: set = set()  # (dataset, seed, objective) already optimised by an earlier stage: its targets are cached
     for r in expand_runs(params):
-        out.append(_edit_cost(r, params, d, g, prec, rt, loads[r["dataset"]], weights, int(e["n_edits"]),
-                              int(e.get("batch_size") or e["n_edits"]), seen))
+        n = int(r.get("n_edits") or e["n_edits"])
+        out.append(_edit_cost(r, params, d, g, prec, rt, loads[r["dataset"]], weights, n,
+                              int(r.get("batch") or e.get("batch_size") or n), seen))
     return out
 
 
@@ -156,7 +157,8 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
     d_k = d.intermediate
     needs = spec.statistics(hp)
     layers = [l for _, l in needs]
-    eval_flops = sum(p_n for p_n, _ in points) * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params
+    scored = r.get("evaluated") or sum(p_n for p_n, _ in points)  # a sequential run scores at every checkpoint
+    eval_flops = scored * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params
     eval_h = _flops_seconds(eval_flops, g, prec) / 3600
     notes: list[str] = []
     if spec.kind == "sequential":  # ROME
@@ -191,9 +193,10 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
         for obj, cacheable in objectives:
             # the target cache key holds the method (its module's code), the request, seed and objective
             key = (method, r["dataset"], r["stage"].rsplit("-", 1)[-1], json.dumps(obj.describe(), sort_keys=True))
-            if not (cacheable and key in seen):
+            fresh_model = not r["stage"].startswith("sequential@")  # later batches meet an edited model
+            if not (cacheable and fresh_model and key in seen):
                 todo.append(obj)
-            if cacheable:
+            if cacheable and fresh_model:
                 seen.add(key)
         cached = len(todo) < len(objectives)
         lowest_delta = min((x.layer for o in todo for x in o.deltas), default=d.n_layers)

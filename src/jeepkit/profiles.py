@@ -81,6 +81,21 @@ def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     for m in sc.get("methods", []):
         for s in seeds:
             runs.append({"stage": f"scaling@{m}-{s}", "method": m, "dataset": sc["dataset"], "overrides": {}})
+    sq = params.get("sequential") or {}
+    if sq:
+        total, batch = int(sq["total"]), int(sq["batch"])
+        n_batches = max(1, total // batch)
+        pruned = (sq.get("prune") or {}).get("alpha") is not None
+        prune_every = pruned and bool((sq.get("prune") or {}).get("every"))
+        # facts scored: all so far after every batch, again under PRUNE where it is applied
+        scored = batch * n_batches * (n_batches + 1) // 2
+        scored += scored if prune_every else (total if pruned else 0)
+        for m in sq.get("methods", []):
+            for reg in sq.get("regularisers", ["none"]):
+                for s in seeds:
+                    runs.append({"stage": f"sequential@{m}-{reg}-{s}", "method": m, "dataset": sq["dataset"],
+                                 "overrides": {}, "regulariser": reg, "n_edits": total, "batch": batch,
+                                 "evaluated": scored})
     return runs
 
 
@@ -113,6 +128,11 @@ def dry_run(params: dict[str, Any]) -> dict[str, Any]:
             for role, layer in spec.statistics(hp):
                 if 0 <= layer < depth and (layer not in stats_layers or role not in stats_roles):
                     problems.append(f"{r['stage']}: needs covariance of {role}@{layer}; add it to stats.layers/modules")
+            if r["stage"].startswith("sequential@"):
+                from .runners.sequential import check_run, protocol
+
+                check_run(params, r["method"], r["regulariser"])
+                protocol(params, int(r["n_edits"]), r["dataset"])
         except (ConfigError, KeyError) as e:
             problems.append(f"{r['stage']}: {type(e).__name__}: {e}")
     if problems:

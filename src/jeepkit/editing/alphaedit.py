@@ -2,7 +2,9 @@
 
 The update is confined to the null space of the preserved keys: P = Û Ûᵀ with Û the eigenvectors of
 C = E[kkᵀ] whose eigenvalues are below `nullspace_threshold`, and
-ΔW = R Kᵀ P (K Kᵀ P + α I)⁻¹ (no λC term; in the independent-batch protocol the sequential term C_p = 0).
+ΔW = R Kᵀ P (K Kᵀ P + C_p P + α I)⁻¹ (no λC term). C_p = Σ KKᵀ of the earlier batches of a sequential
+run (the reference code's `cache_c`): it lives in `EditContext.carry`, so it starts at zero with every
+run and is never shared between runs; in the independent-batch protocol (carry None) C_p = 0.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from . import memit
-from .engine import Objective, Region
+from .engine import Objective, Region, read_keys_and_cur
 from .hparams import NONNEG, POS, knob
 from .recipe import EditContext, EditResult, optimise_and_apply
 from .spec import MethodSpec
@@ -42,8 +44,10 @@ def null_space_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, *, nullspace_threshold: float = 2e-2,
-          l2: float = 10.0, projector_cache: dict | None = None, module: str = "", **_: Any) -> torch.Tensor:
-    """ΔW = (solve(P KKᵀ + αI, P K Rᵀ))ᵀ; λ is unused (the projection replaces the covariance term)."""
+          l2: float = 10.0, projector_cache: dict | None = None, module: str = "",
+          earlier_keys: dict[str, torch.Tensor] | None = None, **_: Any) -> torch.Tensor:
+    """ΔW = (solve(P (KKᵀ + C_p) + αI, P K Rᵀ))ᵀ with C_p = earlier_keys[module] (absent: 0); λ is unused
+    (the projection replaces the covariance term)."""
     key = (module, nullspace_threshold, C.shape[0], str(K.device))
     if projector_cache is not None and key in projector_cache:
         P = projector_cache[key]
@@ -53,7 +57,10 @@ def solve(C: torch.Tensor, K: torch.Tensor, R: torch.Tensor, lam: float, *, null
             projector_cache[key] = P
     K = K.to(torch.float64)
     R = R.to(device=K.device, dtype=torch.float64)
-    A = P @ (K @ K.T) + l2 * torch.eye(K.shape[0], dtype=torch.float64, device=K.device)
+    M = K @ K.T
+    if earlier_keys is not None and module in earlier_keys:
+        M = M + earlier_keys[module].to(device=K.device, dtype=torch.float64)
+    A = P @ M + l2 * torch.eye(K.shape[0], dtype=torch.float64, device=K.device)
     return torch.linalg.solve(A, P @ K @ R.T).T
 
 
@@ -63,9 +70,31 @@ def solver_kwargs(hp: Any) -> dict[str, Any]:
     return {"nullspace_threshold": hp.nullspace_threshold, "l2": hp.l2, "projector_cache": {}}
 
 
+CARRY_KEY = "alphaedit.earlier_keys"
+
+
+@torch.no_grad()
+def remember_keys(ctx: EditContext, cases: Sequence, hp: Hparams, earlier: dict[str, torch.Tensor]) -> None:
+    """C_p += KKᵀ per edited module, the keys read on the model after this batch's update (as the reference)."""
+    for region in regions(hp):
+        cur_module = ctx.arch.name(region.cur_role, region.cur_layer)
+        for layer in region.layers:
+            module = ctx.arch.name(region.edit_role, layer)
+            K, _ = read_keys_and_cur(ctx.model, ctx.tok, ctx.arch, cases, ctx.prefixes, module, region.key_position,
+                                     cur_module, hp.key_averaging, batch_rows=ctx.runtime.key_rows)
+            KK = (K.to(torch.float64) @ K.to(torch.float64).T).cpu()  # host memory: d_k² per layer
+            earlier[module] = earlier[module] + KK if module in earlier else KK
+
+
 def edit(ctx: EditContext, cases: Sequence, hp: Hparams) -> EditResult:
-    return optimise_and_apply(ctx, cases, objective(hp), regions(hp), hp, label="alphaedit", solver=solve,
-                              solver_kwargs=solver_kwargs(hp), targets_from="memit")
+    kwargs = solver_kwargs(hp)
+    if ctx.carry is not None:
+        kwargs["earlier_keys"] = ctx.carry.setdefault(CARRY_KEY, {})
+    res = optimise_and_apply(ctx, cases, objective(hp), regions(hp), hp, label="alphaedit", solver=solve,
+                             solver_kwargs=kwargs, targets_from="memit")
+    if ctx.carry is not None:
+        remember_keys(ctx, cases, hp, kwargs["earlier_keys"])
+    return res
 
 
 SPEC = MethodSpec("alphaedit", "AlphaEdit", "closed_form", Hparams, edit, statistics=memit.statistics,

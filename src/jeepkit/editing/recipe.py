@@ -2,7 +2,7 @@
 
 `EditContext` carries what an edit needs besides the cases and hyperparameters: the model, tokenizer
 and architecture, the covariance lookup, the context prefixes, the model's identity (for target cache
-keys) and the cache, and how (not what) to compute. `optimise_and_apply` is the two engine calls MEMIT,
+keys) and the cache, how (not what) to compute, and what a sequential run carries between its batches. `optimise_and_apply` is the two engine calls MEMIT,
 PMET, AlphaEdit and JEEP are made of: targets (cached), then closed-form regions.
 """
 
@@ -36,6 +36,9 @@ class EditContext:
     model_identity: dict[str, Any] | None = None  # None: targets are not cacheable (the model is already edited)
     cache: TargetCache | None = None
     runtime: Runtime = DEFAULT
+    # What a method keeps between the batches of one sequential run (AlphaEdit: Σ KKᵀ of earlier batches).
+    # None: every batch stands alone (the independent-batch protocol); a sequential run starts a new dict.
+    carry: dict[str, Any] | None = None
 
     def uncached(self) -> "EditContext":
         """The same context for targets optimised on an already edited model, which no key could name."""

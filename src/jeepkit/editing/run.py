@@ -37,8 +37,9 @@ def method_spec(name: str) -> MethodSpec:
 
 def check_params(params: Mapping[str, Any]) -> None:
     """Every `hparams.<model>.<method>` block (and its `by_dataset` overrides) against its method's fields,
-    the methods `edit.methods` / `scaling.methods` name, and the JEEP variants `ablation.variants` names."""
-    for section in ("edit", "scaling", "knowedit"):
+    the methods `edit.methods` / `scaling.methods` / `knowedit.methods` / `sequential.methods` name, and the
+    JEEP variants `ablation.variants` names."""
+    for section in ("edit", "scaling", "knowedit", "sequential"):
         for m in (params.get(section) or {}).get("methods", []):
             if m not in METHODS:
                 raise ConfigError(f"params: {section}.methods: unknown method {m!r}"

@@ -738,6 +738,101 @@ def _knowedit(metrics_root: Path, dataset: str | None) -> list[dict[str, Any]]:
     return out
 
 
+SEQUENTIAL_ART = "Sequential editing (beyond the paper: AlphaEdit's and PRUNE's protocol)"
+
+
+def _sequential(metrics_root: Path, dataset: str | None) -> list[dict[str, Any]]:
+    """Claims of the papers after JEEP on the sequential protocol, judged on metrics/sequential."""
+    fr = rp.sequential_frame(metrics_root, dataset) if dataset else pd.DataFrame()
+    ids = ("seq-alphaedit-above-memit", "seq-prune-keeps-score", "seq-forgetting-memit", "seq-sigma-grows",
+           "seq-drift")
+    if fr.empty:
+        return [entry(i, SEQUENTIAL_ART, "ordering", c, p, NOT_COMPARABLE, "no sequential runs of ours")
+                for i, c, p in zip(ids, SEQUENTIAL_CLAIMS, SEQUENTIAL_PAPER)]
+    last = fr[fr["edits"] == fr["edits"].max()]
+    scale = fr.attrs.get("note", "")
+
+    def at(method: str, variant: str, frame: pd.DataFrame = last) -> dict[str, Any] | None:
+        g = frame[(frame["method"] == method) & (frame["variant"] == variant)]
+        return None if g.empty else dict(g.iloc[0])
+
+    out = []
+    claim, paper = SEQUENTIAL_CLAIMS[0], SEQUENTIAL_PAPER[0]
+    a, b = at("alphaedit", "—"), at("memit", "—")
+    if a is None or b is None:
+        out.append(entry(ids[0], SEQUENTIAL_ART, "ordering", claim, paper, NOT_COMPARABLE,
+                         "needs sequential runs of AlphaEdit and MEMIT"))
+    else:
+        d, ci = a["Score_mean"] - b["Score_mean"], _diff_ci(a["Score_ci95"], b["Score_ci95"])
+        out.append(entry(ids[0], SEQUENTIAL_ART, "ordering", claim, paper, decide(d, ci),
+                         f"After {int(a['edits'])} sequential edits: AlphaEdit {_pm(a['Score_mean'], a['Score_ci95'])}"
+                         f" vs MEMIT {_pm(b['Score_mean'], b['Score_ci95'])} (margin {_pm(d, ci)}; "
+                         f"{_separated(d, ci)}).", value=d, interval=ci, scale=scale, sources=[a["file"], b["file"]]))
+    # PRUNE beside the unrestrained model, every method that has both at the last checkpoint
+    pairs = [(m, at(m, "PRUNE"), at(m, "—")) for m in dict.fromkeys(last["method"])]
+    pairs = [(m, p, n) for m, p, n in pairs if p is not None and n is not None]
+    claim, paper = SEQUENTIAL_CLAIMS[1], SEQUENTIAL_PAPER[1]
+    if not pairs:
+        out.append(entry(ids[1], SEQUENTIAL_ART, "ordering", claim, paper, NOT_COMPARABLE, "no PRUNE checkpoint"))
+    else:
+        margins = [(p["Score_mean"] - n["Score_mean"], _diff_ci(p["Score_ci95"], n["Score_ci95"])) for _, p, n in pairs]
+        text = "; ".join(f"{rp.method_label(m)} {_pm(p['Score_mean'], p['Score_ci95'])} with PRUNE vs "
+                         f"{_pm(n['Score_mean'], n['Score_ci95'])} without" for m, p, n in pairs)
+        out.append(entry(ids[1], SEQUENTIAL_ART, "ordering", claim, paper, decide_all(decide(d, ci) for d, ci in margins),
+                         f"After the last batch: {text}.", scale=scale,
+                         sources=[p["file"] for _, p, _ in pairs]))
+    claim, paper = SEQUENTIAL_CLAIMS[2], SEQUENTIAL_PAPER[2]
+    first, now = at("memit", "—", fr[fr["batch"] == 1]), b
+    if first is None or now is None or int(now["batch"]) < 2:
+        out.append(entry(ids[2], SEQUENTIAL_ART, "ordering", claim, paper, NOT_COMPARABLE,
+                         "needs a sequential MEMIT run of two or more batches"))
+    else:
+        d = first["first_batch_Score"] - now["first_batch_Score"]
+        ci = _diff_ci(first["first_batch_Score_ci95"], now["first_batch_Score_ci95"])
+        out.append(entry(ids[2], SEQUENTIAL_ART, "ordering", claim, paper, decide(d, ci),
+                         f"MEMIT on the first batch's facts: {_pm(first['first_batch_Score'], first['first_batch_Score_ci95'])}"
+                         f" after batch 1, {_pm(now['first_batch_Score'], now['first_batch_Score_ci95'])} after batch "
+                         f"{int(now['batch'])} (fall {_pm(d, ci)}; {_separated(d, ci)}).", value=d, interval=ci,
+                         scale=scale, sources=[now["file"]]))
+    # σ_max(ΣΔW) and perplexity are measured exactly (no sampling interval over records): a sign decides
+    unres = fr[fr["variant"] == "—"]
+    grow, drift = [], []
+    for m, g in unres.groupby("method", sort=False):
+        g = g.sort_values("edits")
+        if len(g) >= 2:
+            grow.append((m, float(g["sigma_max_delta"].iloc[0]), float(g["sigma_max_delta"].iloc[-1])))
+            drift.append((m, float(g["perplexity_before"].iloc[0]), float(g["perplexity"].iloc[-1])))
+    for i, rows, what in ((3, grow, "max σ_max(ΣΔW)"), (4, drift, "held-out perplexity")):
+        claim, paper = SEQUENTIAL_CLAIMS[i], SEQUENTIAL_PAPER[i]
+        if not rows:
+            out.append(entry(ids[i], SEQUENTIAL_ART, "shape", claim, paper, NOT_COMPARABLE,
+                             "needs sequential runs of two or more batches"))
+            continue
+        holds = all(y > x for _, x, y in rows)
+        text = "; ".join(f"{rp.method_label(m)} {x:.4g} → {y:.4g}" for m, x, y in rows)
+        first_point = "after the first batch" if i == 3 else "before editing"
+        out.append(entry(ids[i], SEQUENTIAL_ART, "shape", claim, paper, REPRODUCED if holds else CONTRADICTED,
+                         f"{what} {first_point} → after the last batch: {text} (measured exactly; the sign decides).",
+                         scale=scale, sources=sorted(set(unres["file"]))))
+    return out
+
+
+SEQUENTIAL_CLAIMS = (
+    "After the last sequential batch, AlphaEdit's Score is above MEMIT's",
+    "PRUNE's Score after the last batch is above the unrestrained model's (restraint does not cost the edits)",
+    "Edits of later batches erode the first batch's facts (MEMIT's Score on them falls)",
+    "σ_max of the accumulated update ΣΔW grows with the number of sequential edits",
+    "Sequential editing raises the perplexity of held-out text (general ability drifts)",
+)
+SEQUENTIAL_PAPER = (
+    "AlphaEdit (ICLR 2025) Table 1, LLaMA3-8B CounterFact, 2,000 edits in batches of 100: efficacy 98.90 vs 65.65",
+    "PRUNE (seed 003) §4: editing performance kept while general abilities are preserved",
+    "AlphaEdit / PRUNE: MEMIT's earlier edits are overwritten as edits accumulate",
+    "PRUNE Table 1 (LLaMA-2 7B, MEMIT): σ_max 7.46 / 15.63 / 23.39 / 935 at 10 / 50 / 100 / 200 edits",
+    "PRUNE §1, AlphaEdit §1: general ability falls as sequential edits accumulate",
+)
+
+
 def build_ledger(metrics_root: str | os.PathLike, probe_dir: str | os.PathLike | None = None, *,
                  model: str | None = None) -> list[dict[str, Any]]:
     """Every claim (module docstring) evaluated against the metrics tree and, if given, the probe directory.
@@ -771,6 +866,8 @@ def build_ledger(metrics_root: str | os.PathLike, probe_dir: str | os.PathLike |
     entries += _fig2(probe_dir)
     ke = sorted({read_json(f).get("dataset") for f in (root / "knowedit").glob("*.json")} - {None})
     entries += _knowedit(root, _pick(ke, ("wiki_counterfact",)))
+    seq = sorted({read_json(f).get("dataset") for f in (root / "sequential").glob("*.json")} - {None})
+    entries += _sequential(root, _pick(seq, prefer))
     ids = [e["id"] for e in entries]
     if len(ids) != len(set(ids)):  # pragma: no cover - a programming error
         raise AssertionError(f"duplicate ledger ids: {sorted(i for i in ids if ids.count(i) > 1)}")

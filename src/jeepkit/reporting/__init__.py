@@ -21,6 +21,8 @@ On a metrics tree (``metrics/{main,ablation,sweep,scaling}``, see `load_group`):
 * `sweep_frame` / `sweep_figure` -> Fig. 6: Score/ES/GS/LS against the high clamp γ*.
 * `scaling_frame` / `scaling_figure` -> Fig. 4: Score/ES/GS/LS against the batch size m (log x, bands).
 * `case_study_frame` -> Table 1: greedy continuations of MEMIT/PMET/JEEP-edited models.
+* `sequential_frame` / `sequential_table` / `sequential_figure` -> beyond the paper: the sequential protocol's
+  curves (with PRUNE / RECT), drift and spectra, from ``metrics/sequential``.
 
 Every table carries `attrs["note"]` and every figure a title stating the scale: model, data source, edits,
 seeds and the interval type ("per-record t-interval" for one seed, "t-interval over seed means" for several).
@@ -49,6 +51,7 @@ from .tables import (
 from .figures import (
     bar_figure, FIGURE_METRICS, placeholder_figure, scaling_figure, sweep_figure,
 )
+from .sequential import sequential_figure, sequential_frame, sequential_table
 
 __all__ = [
     "ABLATION_LABELS", "ABLATION_ORDER", "DATASET_LABELS", "EDITORS", "GROUPS", "interval_kind", "method_label",
@@ -59,5 +62,6 @@ __all__ = [
     "RUN_COLUMNS", "SCALING_COLUMNS", "_combined", "_model_text", "ablation_frame", "aggregate_runs",
     "CASE_PROMPT_TYPES", "case_study_frame", "comparison_table", "format_cell", "format_paper_rows",
     "placeholder_table", "results_table", "scale_note", "scaling_frame", "sweep_frame", "table4", "write_table",
-    "bar_figure", "FIGURE_METRICS", "placeholder_figure", "scaling_figure", "sweep_figure",
+    "bar_figure", "FIGURE_METRICS", "placeholder_figure", "scaling_figure", "sweep_figure", "sequential_figure",
+    "sequential_frame", "sequential_table",
 ]

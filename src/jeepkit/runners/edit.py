@@ -55,7 +55,7 @@ class Session:
     """
 
     def __init__(self, params: ParamsLike, method: str, dataset: str, seed: int | None, overrides: dict[str, Any]):
-        from ..editing.engine import sample_prefixes
+        from ..editing.prefixes import PrefixCache
         from ..editing.run import check_params, method_spec
         from ..editing.targets import TargetCache
 
@@ -89,7 +89,9 @@ class Session:
         self.cov = CovarianceStore(p["stats"], corpus_spec(params), self.ident)
         self._preflight(spec.statistics(self.hparams))
         self.cache = TargetCache(p["targets"])
-        self.prefixes = sample_prefixes(self.model, self.tok, self.seed) if spec.kind != "unedited" else []
+        self.prefix_cache = PrefixCache(p["targets"])
+        self.prefixes = (self.prefix_cache.get(self.model, self.tok, self.target_ident, self.seed)
+                         if spec.kind != "unedited" else [])
         self._pristine: Pristine | None = None
 
     def _preflight(self, needs: list[tuple[str, int]]) -> None:
@@ -171,7 +173,9 @@ class Session:
                 "profile": self.params.get("profile"), "seed": self.seed, "n_edits": n_edits, "batch_size": batch,
                 "covariance": self.cov.describe(), "code": code_version(), "device": self.device}
 
-    def write_timing(self, group: str, name: str, timing: dict[str, Any]) -> None:
+    def finish(self, group: str, name: str, timing: dict[str, Any]) -> None:
+        """A stage's last writes, after its outputs: newly sampled prefixes into their cache, its wall times."""
+        self.prefix_cache.flush()
         write_json(self.p["timings"] / group / f"{name}_{self.dataset}_s{self.seed}.json",
                    {"method": self.method, "dataset": self.dataset, "seed": self.seed, "finished": time.time(),
                     "target_cache": {"hits": self.cache.hits, "misses": self.cache.misses},
@@ -205,7 +209,7 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
                "work": work_summary(out["infos"]), "case_study": out["case_study"]}
     faults.checkpoint("metrics")
     write_json(s.p["metrics"] / group / f"{name}_{dataset}_s{s.seed}.json", metrics)
-    s.write_timing(group, name, out["timing"])
+    s.finish(group, name, out["timing"])
     shown = " ".join(f"{k} {'-' if summary[k]['mean'] is None else format(summary[k]['mean'], '.1f')}"
                      for k in (*KINDS[cases[0].kind].metrics, "Score"))
     print(f"{name} on {dataset} ({n_edits} edits, seed {s.seed}): {shown}  [{out['timing']['edit_seconds']:.0f} s edit]")
@@ -245,7 +249,7 @@ def scaling(method: str, dataset: str, params: ParamsLike = "params.yaml", *, se
         print(f"{method} m={m} ({n_chunks} chunks): Score {summ['Score']['mean']:.1f}")
     metrics = {**s.header(max_m, max_m), "group": "scaling", "name": method, "hparams": s.hp, "points": points}
     write_json(s.p["metrics"] / "scaling" / f"{method}_{dataset}_s{s.seed}.json", metrics)
-    s.write_timing("scaling", method, {"points": timings})
+    s.finish("scaling", method, {"points": timings})
     return metrics
 
 
