@@ -226,6 +226,34 @@ def test_write_ledger_and_index(tmp_path: Path):
     assert not list(reports.rglob("*.tmp"))
 
 
+def test_index_leads_with_the_answer(tmp_path: Path):
+    """The page opens with the scale line, the verdict counts and ours beside the paper per dataset."""
+    from jeepkit.ledger import headline
+
+    t = build(tmp_path / "metrics")
+    reports = tmp_path / "reports"
+    _, js = write_ledger(build_ledger(t.root), reports)
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\n")
+    lead = headline(t.root, js, params)
+    page = write_index(reports, lead=lead).read_text()
+    assert page.index("Scale of this run") < page.index("<h2>Claims ledger")
+    sha = __import__("hashlib").sha256(b"seed: 0\n").hexdigest()[:12]
+    assert f"params.yaml sha256 {sha}" in page and "seed(s) 0" in page
+    counts = json.loads(js.read_text())["counts"]
+    assert ", ".join(f"{n} {v}" for v, n in counts.items()) in page
+    for ds in ("zsRE", "CounterFact"):
+        assert f"<h3>{ds}: ours beside the paper" in page
+    # JEEP's row: ours (with its interval) and the paper's printed LLaMA Score of Table 3
+    from jeepkit import reporting as rp
+
+    jeep3 = rp.paper_rows("table3", "LLaMA").loc["JEEP", "Score"]
+    row = page[page.index("<tr><td>JEEP</td>", page.index("<h3>CounterFact")):]
+    row = row[:row.index("</tr>")]
+    assert " ± " in row and f"{jeep3:.1f}" in row
+    assert headline(tmp_path / "empty") .startswith("<p><b>No runs yet</b>")
+
+
 # ------------------------------------------------------------------ notebook
 
 

@@ -395,3 +395,14 @@ def test_strict_ranks_and_rank_sum_with_ties():
     assert _strict_ranks(logits, None, list(range(6)))[0].tolist() == hand
     assert float(_rank_sum(srt)[0]) == sum(hand)
 
+
+
+def test_layers_note_names_the_regions_where_configured_and_recommended_differ():
+    from jeepkit.probe import layers_note
+
+    rec = {"layers_low": [4, 5, 6], "layers_high": [20, 21]}
+    same = {"jeep.layers_low": [6, 5, 4], "jeep.layers_high": [20, 21]}
+    assert layers_note(rec, same) == "" and layers_note(rec, None) == "" and layers_note(None, same) == ""
+    note = layers_note(rec, {**same, "jeep.layers_high": [27, 28]})
+    assert note.startswith("The high layers the edits use") and "low" not in note.split("differ")[0]
+    assert layers_note(rec, {"jeep.layers_low": [1], "jeep.layers_high": [2]}).startswith("The low and high layers")

@@ -355,8 +355,23 @@ def _shade_regions(ax, rec: dict[str, Any] | None, configured: dict[str, Any] | 
         for name, ls_ in (("jeep.layers_low", ":"), ("jeep.layers_high", "--")):
             ls = configured.get(name)
             if ls:
-                for x in (min(ls), max(ls) + 1):
-                    ax.axvline(x, color="k", ls=ls_, lw=0.8)
+                for i, x in enumerate((min(ls), max(ls) + 1)):
+                    ax.axvline(x, color="k", ls=ls_, lw=0.8,
+                               label=f"configured {name.split('_')[1]} {min(ls)}-{max(ls)} (params.yaml)" if i == 0
+                               else None)
+
+
+def layers_note(rec: dict[str, Any] | None, configured: dict[str, Any] | None) -> str:
+    """One line when the probe's recommendation and the layers the edits use disagree (and why that is)."""
+    if not rec or not configured:
+        return ""
+    diff = [side for side in ("low", "high") if configured.get(f"jeep.layers_{side}") is not None
+            and sorted(configured[f"jeep.layers_{side}"]) != sorted(rec.get(f"layers_{side}") or [])]
+    if not diff:
+        return ""
+    return (f"The {' and '.join(diff)} layers the edits use (lines: params.yaml, chosen by the paper's setting or "
+            "the train-split search) differ from the probe rule's recommendation (shaded): the rule reads "
+            "these curves only, the configured layers were chosen on editing scores.")
 
 
 def plot_fig2(arrays: dict[str, np.ndarray], path: str | Path, *, rec: dict[str, Any] | None = None,
@@ -394,9 +409,18 @@ def plot_fig2(arrays: dict[str, np.ndarray], path: str | Path, *, rec: dict[str,
     h2, l2 = twins[0].get_legend_handles_labels()
     axes[1].set_xlabel("layer (0 = embedding, k = output of decoder layer k-1)")
     fig.suptitle(title or "Logit lens: original vs target answer (first token)", fontsize=10)
-    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    note = layers_note(rec, configured)
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, 0.04 if note else 0.0))
+    if note:
+        import textwrap
+
+        fig.text(0.5, 0.005, "\n".join(textwrap.wrap(note, 140)), ha="center", va="bottom", fontsize=6.5)
+    fig.tight_layout(rect=(0, 0.15 if note else 0.09, 1, 1))
     return _save(fig, path)
+
+
+FAINT_MASS = 0.02  # below this a word set's mean mass is indistinguishable from none on a linear axis
 
 
 def plot_fig5(arrays: dict[str, np.ndarray], path: str | Path, *, first_layer: int = 0,
@@ -422,6 +446,16 @@ def plot_fig5(arrays: dict[str, np.ndarray], path: str | Path, *, first_layer: i
     ax.set_xlabel("layer (0 = embedding, k = output of decoder layer k-1)")
     ax.set_ylabel("probability mass (mean over records)")
     ax.set_ylim(bottom=0)
+    informative = ("orig", "factual", "nonfactual")  # the sets the figure is read for
+    top = max(float(np.nanmax(df[(df.quantity == f"mass_{s}") & (df.position == "prediction")]["mean"].to_numpy()))
+              for s in informative)
+    if top < FAINT_MASS:  # the paper's lens (no final norm) on a model whose residual stream needs it
+        ax.text(0.5, 0.5, f"The answer and the related sets never reach {FAINT_MASS:.0%} of the mass (largest "
+                f"{top:.2g}): without\nthe final norm this model's hidden states decode to the rest of the "
+                "vocabulary at every layer,\nso this lens cannot show the paper's shift; the figure with the final "
+                "norm (…_final_norm) can.",
+                ha="center", va="center", fontsize=8, transform=ax.transAxes,
+                bbox=dict(boxstyle="round", fc="white", ec="0.7"))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     ax.set_title(title or "Prediction position: probability mass per word set\n"
                           "(factual / non-factual = offline substitutes, not the paper's BM25 + GPT-4 sets)",

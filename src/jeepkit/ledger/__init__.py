@@ -31,12 +31,12 @@ Rules (also in ``RULES``, printed at the top of the ledger):
 from __future__ import annotations
 
 from .claims import KNOWEDIT_CLAIMS, _knowedit, build_ledger
-from .render import ledger_markdown, write_index, write_ledger
+from .render import headline, ledger_markdown, write_index, write_ledger
 from .rules import (CONTRADICTED, MIN_TOL, NOT_COMPARABLE, NOT_REPRODUCED, PAPER_EDITORS, PAPER_MODELS, PAPER_N_EDITS,
                     PAPER_SEEDS, REPRODUCED, ROUNDING, RULES, SINGLE_REGION, UNDECIDED, VERDICTS, comparability, counts,
                     decide, decide_all, entry)
 
-__all__ = ["KNOWEDIT_CLAIMS", "_knowedit", "build_ledger", "ledger_markdown", "write_index", "write_ledger",
+__all__ = ["KNOWEDIT_CLAIMS", "_knowedit", "build_ledger", "headline", "ledger_markdown", "write_index", "write_ledger",
            "CONTRADICTED", "MIN_TOL", "NOT_COMPARABLE", "NOT_REPRODUCED", "PAPER_EDITORS", "PAPER_MODELS",
            "PAPER_N_EDITS", "PAPER_SEEDS", "REPRODUCED", "ROUNDING", "RULES", "SINGLE_REGION", "UNDECIDED", "VERDICTS",
            "comparability", "counts", "decide", "decide_all", "entry"]

@@ -59,11 +59,62 @@ def _link(rel: str, label: str | None = None) -> str:
     return f'<a href="{html.escape(quote(rel))}">{html.escape(label or rel)}</a>'
 
 
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def headline(metrics_root: str | os.PathLike, ledger_json: str | os.PathLike | None = None,
+             params_file: str | os.PathLike | None = None) -> str:
+    """The top of the report: the scale of the run in one line, the verdict counts, and per dataset our
+    Score / ES / GS / LS (with 95% intervals) beside the paper's LLaMA row of the same method. HTML."""
+    import hashlib
+
+    from .. import reporting as rp
+
+    main = rp.load_group(metrics_root, "main")
+    parts = []
+    if main.empty:
+        return "<p><b>No runs yet</b>: metrics/main is empty.</p>"
+    commits, seeds = set(), sorted({int(s) for s in main["seed"]})
+    for f in main["file"]:
+        code = read_json(f).get("code") or {}
+        commits.add(str(code.get("git_commit") or "unknown")[:12] + (" (dirty)" if code.get("git_dirty") else ""))
+    params_hash = "n/a"
+    if params_file is not None and Path(params_file).exists():
+        params_hash = hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:12]
+    models = ", ".join(sorted(set(f"{k} ({i})" if i else k for k, i in zip(main["model"], main["model_id"]))))
+    scale = (f"Model {models}; data {', '.join(sorted(set(main['data_source'])))}; "
+             f"{', '.join(str(n) for n in sorted(set(main['n_edits'])))} edits per cell; seed(s) "
+             f"{', '.join(map(str, seeds))}; code {', '.join(sorted(commits))}; params.yaml sha256 {params_hash}. "
+             f"The paper: {rp.PAPER_SCALE}.")
+    parts.append(f"<p class=\"scale\"><b>Scale of this run.</b> {html.escape(scale)}</p>")
+    if ledger_json is not None and Path(ledger_json).exists():
+        c = read_json(ledger_json).get("counts", {})
+        parts.append("<p><b>Claims ledger:</b> " + html.escape(", ".join(f"{int(n)} {v}" for v, n in c.items()))
+                     + " (" + _link("ledger.md", "read every claim") + ")</p>")
+    for ds in [d for d in ("zsre", "mcf", "counterfact") if d in set(main["dataset"])]:
+        table = rp.comparison_table(main, ds)
+        ours = table[table["Source"] == rp.OURS]
+        paper = table[table["Source"] == "paper, LLaMA"].set_index("Method")
+        rows = []
+        for _, r in ours.iterrows():
+            p = paper.loc[r["Method"]] if r["Method"] in paper.index else None
+            rows.append([r["Method"], *(r[m] for m in rp.METRIC_COLUMNS),
+                         *((p[m] for m in rp.METRIC_COLUMNS) if p is not None else ("—",) * len(rp.METRIC_COLUMNS))])
+        header = ["Method", *(f"ours {m}" for m in rp.METRIC_COLUMNS), *(f"paper {m}" for m in rp.METRIC_COLUMNS)]
+        parts.append(f"<h3>{html.escape(rp.DATASET_LABELS.get(ds, ds))}: ours beside the paper's LLaMA-7B row</h3>")
+        parts.append(_html_table(header, rows))
+    return "\n".join(parts)
+
+
 def write_index(reports_dir: str | os.PathLike, *, expect: Iterable[str] = (),
-                title: str = "JEEP replication: reports") -> Path:
+                title: str = "JEEP replication: reports", lead: str = "") -> Path:
     """``reports_dir/index.html``: plain HTML with relative links to every table (md/csv), figure (png/pdf, with
     a PNG preview), executed notebook (notebooks/*.ipynb) and the ledger found under `reports_dir`.
-    `expect` lists relative paths to link even if they do not exist yet (e.g. the notebook being run)."""
+    `expect` lists relative paths to link even if they do not exist yet (e.g. the notebook being run);
+    `lead` is HTML put first, under the title (`headline`: what a reader came for)."""
     d = Path(reports_dir)
     expect = [e for e in expect]
 
@@ -76,8 +127,13 @@ def write_index(reports_dir: str | os.PathLike, *, expect: Iterable[str] = (),
 
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "img{max-width:100%;border:1px solid #ccc;margin:.3em 0}li{margin:.2em 0}</style>\n</head>\n<body>\n"
+             "img{max-width:100%;border:1px solid #ccc;margin:.3em 0}li{margin:.2em 0}"
+             "table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ccc;"
+             "padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}</style>\n"
+             "</head>\n<body>\n"
              f"<h1>{html.escape(title)}</h1>"]
+    if lead:
+        parts.append(lead)
     # ledger
     ledger = [f for f in ("ledger.md", "ledger.json") if (d / f).exists() or f in expect]
     parts.append("<h2>Claims ledger</h2>")
