@@ -87,6 +87,12 @@ def test_stage_equals_its_batches_applied_by_hand(workdir):
 
     ref = summarise(evaluate_cases(s.model, s.tok, s.cases[:4], progress=False, batch_size=8), "counterfact")
     assert m["summary"] == ref == m["checkpoints"][-1]["summary"]["all_so_far"]
+    # free generation after the first and the last batch, scored like the hand-edited model's
+    from jeepkit.free_generation import score_cases, summarise as free_summary
+
+    assert "free_generation" in m["checkpoints"][0] and m["checkpoints"][0]["summary"]["protocol"] == "teacher_forced_prob"
+    assert m["checkpoints"][-1]["free_generation"] == free_summary(score_cases(s.model, s.tok, s.cases[:4],
+                                                                              max_new_tokens=8, batch_size=8))
     first = m["checkpoints"][0]["summary"]
     assert first["all_so_far"] == first["first_batch"] == first["latest_batch"]
     # PRUNE after every batch (every: true), drift before and after, spectra of both edited matrices
@@ -238,3 +244,27 @@ def test_prefix_cache_serves_the_sampled_prefixes_and_is_keyed_by_model_and_seed
     (tmp_path / "prefixes" / f"{key}.json").write_text("[1, 2")  # a damaged file is sampled again and replaced
     assert get({"id": "tiny"}, 3) == a and calls == [3, 4, 3, 3]
     assert json.loads((tmp_path / "prefixes" / f"{key}.json").read_text()) == a
+
+
+def test_report_and_ledger_rows_from_the_stage_outputs(workdir, tmp_path):
+    from jeepkit import reporting as rp
+    from jeepkit.ledger.claims import _sequential
+
+    sequential("memit", "counterfact")
+    sequential("alphaedit", "counterfact")
+    fr = rp.sequential_frame(workdir / "metrics", "counterfact")
+    assert set(fr["method"]) >= {"memit", "alphaedit"} and set(fr["variant"]) >= {"—", "PRUNE"}
+    assert sorted(set(fr["edits"])) == [2, 4]
+    table = rp.sequential_table(fr)
+    assert {"MEMIT", "AlphaEdit"} <= set(table["Method"]) and (table["Edits"] == 4).all()
+    free = rp.free_generation_table(workdir / "metrics", "counterfact")
+    assert {"ES teacher_forced_prob", "ES free_generation (exact)", "LS free_generation (contains)"} <= set(free.columns)
+    assert sorted(set(free["Batches"])) == [1, 2]
+    png, pdf = rp.sequential_figure(fr, tmp_path / "seq.png")
+    assert png.stat().st_size > 10_000 and pdf.exists()
+    entries = {e["id"]: e for e in _sequential(workdir / "metrics", "counterfact")}
+    assert entries["seq-alphaedit-above-memit"]["verdict"] in ("reproduced", "contradicted", "undecided")
+    assert entries["seq-sigma-grows"]["verdict"] in ("reproduced", "contradicted")
+    assert all(e["artifact"].startswith("Sequential editing (beyond the paper") for e in entries.values())
+    empty = _sequential(tmp_path, None)
+    assert {e["verdict"] for e in empty} == {"not comparable"}

@@ -51,7 +51,7 @@ from .tables import (
 from .figures import (
     bar_figure, FIGURE_METRICS, placeholder_figure, scaling_figure, sweep_figure,
 )
-from .sequential import sequential_figure, sequential_frame, sequential_table
+from .sequential import free_generation_table, sequential_figure, sequential_frame, sequential_table
 
 __all__ = [
     "ABLATION_LABELS", "ABLATION_ORDER", "DATASET_LABELS", "EDITORS", "GROUPS", "interval_kind", "method_label",
@@ -63,5 +63,5 @@ __all__ = [
     "CASE_PROMPT_TYPES", "case_study_frame", "comparison_table", "format_cell", "format_paper_rows",
     "placeholder_table", "results_table", "scale_note", "scaling_frame", "sweep_frame", "table4", "write_table",
     "bar_figure", "FIGURE_METRICS", "placeholder_figure", "scaling_figure", "sweep_figure", "sequential_figure",
-    "sequential_frame", "sequential_table",
+    "sequential_frame", "sequential_table", "free_generation_table",
 ]

@@ -101,6 +101,34 @@ def sequential_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def free_generation_table(metrics_root: str | os.PathLike, dataset: str) -> pd.DataFrame:
+    """Teacher-forced vs free-generation ES / GS / LS per method, after the first batch (the one-batch model)
+    and after the last; each cell "mean ± ci95" in %, every column named with its protocol."""
+    rows = []
+    for f in sorted((Path(metrics_root) / "sequential").glob(f"*_{dataset}_s*.json")):
+        m = read_json(f)
+        for point in m["checkpoints"]:
+            fg = point.get("free_generation")
+            if not fg:
+                continue
+            tf, proto = point["summary"]["all_so_far"], point["summary"].get("protocol", "teacher_forced")
+            row = {"Method": method_label(m["method"]), "Variant": VARIANT_LABELS[m["protocol"]["regulariser"]],
+                   "Seed": int(m["seed"]), "Edits": int(point["edits"]), "Batches": int(point["batch"])}
+            for met in ("ES", "GS", "LS"):
+                row[f"{met} {proto}"] = format_cell(tf[met]["mean"], tf[met]["ci95"])
+                for rule in ("exact", "contains"):
+                    c = fg[met][rule]
+                    row[f"{met} free_generation ({rule})"] = format_cell(c["mean"], c["ci95"])
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = ("Teacher-forced scores compare the probabilities of given continuations; free-generation "
+                         "scores ask the model to produce the answer (greedy, at most 8 new tokens): 'exact' = the "
+                         "continuation begins with it, 'contains' = it occurs anywhere (case-insensitive). ES / GS "
+                         "score the new target on the rewrite / paraphrase prompts, LS each neighbourhood prompt's own "
+                         "answer. One-batch model: after batch 1.")
+    return out
+
+
 def sequential_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple[Path, Path]:
     """Score / ES / GS / LS over every fact edited so far, the first batch's Score, held-out perplexity,
     σ_max(ΣΔW) and κ(W + ΣΔW) against the number of sequential edits; per method, with PRUNE dashed and

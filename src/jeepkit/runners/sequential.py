@@ -5,7 +5,9 @@ After every batch the run records, on the model as it stands: the metrics over e
 over the first batch's facts (forgetting) and over the batch just edited; the σ_max of ΣΔW and the
 condition number κ of each edited matrix (PRUNE Table 1's quantities); and the perplexity of held-out
 text (drift). PRUNE is applied to ΣΔW after the last batch (and after every batch with `prune.every`),
-scored, and taken back, so it never changes the trajectory; RECT (`--regulariser rect`) sparsifies every
+scored, and taken back, so it never changes the trajectory. After the first batch (the one-batch model)
+and after the last, the rewrite, paraphrase and neighbourhood prompts are also scored by free generation
+(`free_generation`: the model must produce the answer). RECT (`--regulariser rect`) sparsifies every
 batch's ΔW before the next batch is edited, so it is a trajectory of its own.
 
 Targets are optimised on the model as it stands before each batch. Only the first batch meets the
@@ -31,6 +33,7 @@ from ..params import ParamsLike, need, paths, resolve_params
 from .edit import Session, split_timing, work_summary
 
 REGULARISERS = ("none", "rect")
+GENERATION_TOKENS = 8  # free-generation budget: the case study's 8 tokens (every bundled answer is 1-4 tokens)
 LOCATE_THEN_EDIT = ("closed_form", "sequential")  # kinds PRUNE and RECT apply to (MethodSpec.kind)
 
 
@@ -80,6 +83,7 @@ class SequentialRun:
         self.prune = dict(sq.get("prune") or {})
         self.s, self.regulariser = s, regulariser
         self.rect_top = float(sq.get("rect_top_percent", 20))
+        self.generation_tokens = GENERATION_TOKENS
         self.total, self.batch = protocol(s.params, len(s.cases), s.dataset)
         self.cases = s.cases[:self.total]
         from ..tokens import check_context
@@ -105,12 +109,20 @@ class SequentialRun:
 
     def score(self, upto: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from ..evaluation import evaluate_cases
+        from ..free_generation import TEACHER_FORCED
 
         per_case = evaluate_cases(self.s.model, self.s.tok, self.cases[:upto], progress=False,
                                   batch_size=self.s.runtime.eval_rows)
         kind = self.cases[0].kind
-        return {"all_so_far": summarise(per_case, kind), "first_batch": summarise(per_case[:self.batch], kind),
+        return {"protocol": TEACHER_FORCED.get(kind, "teacher_forced"), "all_so_far": summarise(per_case, kind),
+                "first_batch": summarise(per_case[:self.batch], kind),
                 "latest_batch": summarise(per_case[upto - self.batch:upto], kind)}, per_case
+
+    def free_generation(self, upto: int) -> dict[str, Any]:
+        from ..free_generation import score_cases, summarise
+
+        return summarise(score_cases(self.s.model, self.s.tok, self.cases[:upto], max_new_tokens=self.generation_tokens,
+                                     batch_size=self.s.runtime.eval_rows))
 
     def spectra(self, delta: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
         from ..editing.restraint import spectrum
@@ -176,9 +188,11 @@ class SequentialRun:
             delta = self.total_delta()
             point: dict[str, Any] = {"batch": b + 1, "edits": upto}
             point["summary"], per_case = self.score(upto)
+            last = b == n_batches - 1
+            if self.generation_tokens and (b == 0 or last):  # the one-batch model, and the model after all batches
+                point["free_generation"] = self.free_generation(upto)
             point["drift"] = self.perplexity()
             point["spectra"] = self.spectra(delta)
-            last = b == n_batches - 1
             if self.prune.get("alpha") is not None and (prune_every or last):
                 restrained = self.pruned(delta)
                 with restored(s.model, list(self.pristine.kept), owner=s.method):  # the trajectory's weights, exactly

@@ -1,0 +1,61 @@
+"""Free-generation scoring (issue 14): the cached greedy decoder equals plain greedy decoding, and the
+match rules and summary are checked on a scripted model whose continuations are known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jeepkit.data.schema import EditCase, LocalityPrompt
+from jeepkit.evaluation import greedy_continuations
+from jeepkit.free_generation import greedy, matches, score_cases, summarise
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_cached_greedy_equals_uncached_greedy(tiny_llama):
+    model, tok, _ = tiny_llama
+    prompts = ["The mother tongue of Danielle Darrieux is", "Paris is the capital of", "A", "Barack Obama was born in"]
+    assert greedy(model, tok, prompts, 6, batch_size=3) == greedy_continuations(model, tok, prompts, 6, batch_size=1)
+
+
+def test_match_rules():
+    assert matches("  English, and French", "english") == {"exact": True, "contains": True}
+    assert matches("French and English", "English") == {"exact": False, "contains": True}
+    assert matches("Eng", "English") == {"exact": False, "contains": False}
+    assert matches("anything", " ") == {"exact": False, "contains": False}
+
+
+class Scripted(torch.nn.Module):
+    """A 'model' whose next token depends only on the last one: a table of successors (greedy = a chain)."""
+
+    def __init__(self, vocab: int, successor: dict[int, int]):
+        super().__init__()
+        self.vocab, self.successor = vocab, successor
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        logits = torch.full((*input_ids.shape, self.vocab), -1e4)
+        for b in range(input_ids.shape[0]):
+            for t in range(input_ids.shape[1]):
+                logits[b, t, self.successor.get(int(input_ids[b, t]), 0)] = 0.0
+        return type("Out", (), {"logits": logits, "past_key_values": None})()
+
+
+def test_scores_on_a_scripted_model(llama_tok):
+    tok = llama_tok
+    ids = {w: tok(" " + w, add_special_tokens=False)["input_ids"] for w in ("English", "French", "Paris", "is", "in")}
+    assert all(len(v) == 1 for v in ids.values()), ids
+    E, F, P, IS, IN = (ids[w][0] for w in ("English", "French", "Paris", "is", "in"))
+    model = Scripted(len(tok), {IS: E, E: F, IN: P, P: P})  # "... is" → English French French ...; "... in" → Paris
+    case = EditCase("c1", "counterfact", "{} speaks, and it is", "Danielle", "English", "French",
+                    paraphrases=("Her language is", "She was born in"),
+                    locality=(LocalityPrompt("Pierre lives in", "Paris"), LocalityPrompt("Pierre's tongue is", "French")))
+    per = score_cases(model, tok, [case], max_new_tokens=3)
+    assert per[0]["rewrite"]["text"].startswith("English") and per[0]["rewrite"]["exact"]
+    assert [p["exact"] for p in per[0]["paraphrases"]] == [True, False]
+    assert [(p["exact"], p["contains"]) for p in per[0]["locality"]] == [(True, True), (False, True)]
+    s = summarise(per)
+    assert s["ES"]["exact"]["mean"] == 100.0 and s["GS"]["exact"]["mean"] == 50.0
+    assert s["LS"]["exact"]["mean"] == 50.0 and s["LS"]["contains"]["mean"] == 100.0
+    assert s["ES"]["exact"]["ci95"] is None and s["protocol"] == "free_generation"  # one record: no spread
