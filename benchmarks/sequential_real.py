@@ -6,6 +6,7 @@ statistics and the first batch's targets are cached there). Prints the Score aft
 without PRUNE, the first batch's Score, perplexity and σ_max, and teacher-forced vs free-generation ES.
 Usage:
   python benchmarks/sequential_real.py --methods memit jeep [--total 200 --batch 20] [--work /tmp/seqreal]
+      [--set drift.n_docs=32 sequential.prune.every=false]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from jeepkit.params import load_params
 from jeepkit.runners.sequential import sequential
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--profile", default=str(ROOT / "profiles" / "real-small.yaml"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write every run's checkpoints here (JSON)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML", help="more dotted params overrides")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     mirror = Path(a.mirror).resolve()
@@ -47,6 +50,9 @@ def main() -> None:
         over["sequential.total"] = a.total
     if a.batch:
         over["sequential.batch"] = a.batch
+    for kv in a.set:
+        key, _, value = kv.partition("=")
+        over[key] = yaml.safe_load(value)
     params = workspace_params(load_params(ROOT / "params.yaml"), a.profile, over)
     report = {}
     with working_directory(a.work):
