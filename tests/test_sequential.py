@@ -100,7 +100,11 @@ def test_stage_equals_its_batches_applied_by_hand(workdir):
     assert m["drift_before"]["docs"] == 4 and m["checkpoints"][-1]["drift"]["perplexity"] > 0
     assert set(m["checkpoints"][-1]["spectra"]) == {"model.layers.1.mlp.down_proj.weight",
                                                      "model.layers.2.mlp.down_proj.weight"}
-    # a second run writes the same bytes (the first batch's targets now come from the cache)
+    assert all("acted" in p["prune"] for p in m["checkpoints"])
+    stored = list((workdir / "data/cache/targets/tiny/heldout").glob("*.json"))  # the held-out text, cached
+    assert len(stored) == 1 and json.loads(stored[0].read_text()) == heldout_documents(
+        s.params, s.model, s.tok)
+    # a second run writes the same bytes (the first batch's targets and the held-out text now come from the cache)
     before = (workdir / "metrics/sequential/memit-none_counterfact_s0.json").read_bytes()
     sequential("memit", "counterfact")
     assert (workdir / "metrics/sequential/memit-none_counterfact_s0.json").read_bytes() == before

@@ -8,8 +8,10 @@ statistics read.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -17,6 +19,8 @@ from torch import nn
 
 from .device import input_device
 from .errors import ConfigError
+from .io import stable_hash
+from .lineage import fingerprint
 from .params import need
 from .stats import corpus_documents, corpus_spec
 
@@ -25,6 +29,33 @@ def drift_settings(params: dict[str, Any]) -> dict[str, int]:
     d = need(params, "drift")
     return {"n_docs": int(d["n_docs"]), "max_length": int(d["max_length"]), "seed": int(d.get("seed", 2)),
             "batch": int(d.get("batch_size", 16))}
+
+
+def heldout_key(params: dict[str, Any], model_identity: dict[str, Any]) -> str:
+    """Everything the held-out text depends on: the statistics corpus (its own key: corpus, file hash, sizes,
+    seed, model, code), the drift settings that pick the documents, and this module's code."""
+    d = drift_settings(params)
+    return stable_hash({"corpus": corpus_spec(params).key(model_identity), "n_docs": d["n_docs"],
+                        "max_length": d["max_length"], "seed": d["seed"], "code": fingerprint(["jeepkit.drift"])}, n=24)
+
+
+def cached_heldout(params: dict[str, Any], model: nn.Module, tok, root: str | Path | None,
+                   model_identity: dict[str, Any]) -> tuple[list[str], Path | None]:
+    """(documents, where to store them once the stage has written its outputs, or None when read from there).
+
+    Sampling the model-sampled held-out text costs a stage ~10 s on two CPU cores; every sequential stage
+    of a model needs the same documents."""
+    if root is None:
+        return heldout_documents(params, model, tok), None
+    path = Path(root) / "heldout" / f"{heldout_key(params, model_identity)}.json"
+    if path.exists():
+        try:
+            docs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            docs = None
+        if isinstance(docs, list) and docs and all(isinstance(x, str) for x in docs):
+            return docs, None
+    return heldout_documents(params, model, tok), path
 
 
 def heldout_documents(params: dict[str, Any], model: nn.Module, tok) -> list[str]:

@@ -58,10 +58,11 @@ def rect(W: torch.Tensor, dW: torch.Tensor, top_percent: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def spectrum(W0: torch.Tensor, dW: torch.Tensor) -> dict[str, float]:
+def spectrum(W0: torch.Tensor, dW: torch.Tensor, *, original: torch.Tensor | None = None) -> dict[str, float]:
     """PRUNE Table 1's quantities for one edited matrix: σ_max of ΣΔW, σ_max of the original W, and the
-    condition number κ = σ_max / σ_min of the edited W (and of the original, for reference)."""
-    s0 = torch.linalg.svdvals(W0.double())
+    condition number κ = σ_max / σ_min of the edited W (and of the original, for reference).
+    `original`: the singular values of W0 when already known (a run computes them once per matrix)."""
+    s0 = torch.linalg.svdvals(W0.double()) if original is None else original
     s1 = torch.linalg.svdvals((W0.double() + dW.double()))
     sd = torch.linalg.svdvals(dW.double())
     def kappa(s: torch.Tensor) -> float:

@@ -40,7 +40,8 @@ def _row(m: dict[str, Any], point: dict[str, Any], variant: str, block: dict[str
     kap = [v["kappa_edited"] for v in spectra.values() if v.get("kappa_edited") is not None]
     row = {"method": m["method"], "label": method_label(m["method"]), "variant": variant, "seed": int(m["seed"]),
            "batch": int(point["batch"]), "edits": int(point["edits"]), "batch_size": int(m["protocol"]["batch"]),
-           "total": int(m["protocol"]["total"]), "perplexity": float(block["drift"]["perplexity"]),
+           "total": int(m["protocol"]["total"]),
+           "perplexity": float(block["drift"]["perplexity"]) if "drift" in block else math.nan,
            "perplexity_before": float(m["drift_before"]["perplexity"]),
            "first_batch_Score": _mean(summ["first_batch"], "Score"),
            "first_batch_Score_ci95": _mean(summ["first_batch"], "Score", "ci95"),
@@ -144,7 +145,7 @@ def sequential_figure(frame: pd.DataFrame, path_png: str | os.PathLike) -> tuple
     edits = sorted(set(frame["edits"].astype(int)))
     for ax, (col, title) in zip(axes.flat, panels):
         for (method, variant), g in frame.groupby(["method", "variant"], sort=False):
-            g = g.groupby("edits", as_index=False)[col].mean().sort_values("edits")
+            g = g.groupby("edits", as_index=False)[col].mean().sort_values("edits").dropna()
             ax.plot(g["edits"], g[col], STYLES.get(variant, "-"), marker="o", ms=3,
                     color=COLORS.get(str(method)),
                     label=method_label(str(method)) + ("" if variant == "—" else f" + {variant}"))

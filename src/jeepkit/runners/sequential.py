@@ -4,8 +4,8 @@ edited on the model that carries the earlier ones.
 After every batch the run records, on the model as it stands: the metrics over every fact edited so far,
 over the first batch's facts (forgetting) and over the batch just edited; the σ_max of ΣΔW and the
 condition number κ of each edited matrix (PRUNE Table 1's quantities); and the perplexity of held-out
-text (drift). PRUNE is applied to ΣΔW after the last batch (and after every batch with `prune.every`),
-scored, and taken back, so it never changes the trajectory. After the first batch (the one-batch model)
+text (drift; after the first and the last batch). PRUNE is applied to ΣΔW after the last batch (and
+after every batch with `prune.every`), scored, and taken back, so it never changes the trajectory. After the first batch (the one-batch model)
 and after the last, the rewrite, paraphrase and neighbourhood prompts are also scored by free generation
 (`free_generation`: the model must produce the answer). RECT (`--regulariser rect`) sparsifies every
 batch's ΔW before the next batch is edited, so it is a trajectory of its own.
@@ -76,7 +76,7 @@ class SequentialRun:
     """One method (and regulariser) through the whole protocol on one Session's model."""
 
     def __init__(self, s: Session, regulariser: str):
-        from ..drift import drift_settings, heldout_documents
+        from ..drift import cached_heldout, drift_settings
 
         check_run(s.params, s.method, regulariser)
         sq = need(s.params, "sequential")
@@ -90,9 +90,10 @@ class SequentialRun:
 
         check_context(s.tok, s.model, self.cases, file=str(s.p["datasets"] / f"{s.dataset}.jsonl"))
         self.drift = drift_settings(s.params)
-        self.docs = heldout_documents(s.params, s.model, s.tok)
+        self.docs, self.docs_to_store = cached_heldout(s.params, s.model, s.tok, s.p["targets"], s.ident)
         self.pristine = s._snapshot()
         self.matrices = [n for n in self.pristine.kept if self.pristine.kept[n].dim() == 2]
+        self._original_sv: dict[str, torch.Tensor] = {}
 
     # -- the model as it stands
 
@@ -127,7 +128,11 @@ class SequentialRun:
     def spectra(self, delta: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
         from ..editing.restraint import spectrum
 
-        return {n: {k: _finite(v) for k, v in spectrum(self.pristine.kept[n], delta[n]).items()}
+        for n in self.matrices:
+            if n not in self._original_sv:
+                self._original_sv[n] = torch.linalg.svdvals(self.pristine.kept[n].double())
+        return {n: {k: _finite(v) for k, v in spectrum(self.pristine.kept[n], delta[n],
+                                                        original=self._original_sv[n]).items()}
                 for n in self.matrices if delta[n].abs().max() > 0}
 
     @torch.no_grad()
@@ -191,14 +196,21 @@ class SequentialRun:
             last = b == n_batches - 1
             if self.generation_tokens and (b == 0 or last):  # the one-batch model, and the model after all batches
                 point["free_generation"] = self.free_generation(upto)
-            point["drift"] = self.perplexity()
+            if b == 0 or last:  # drift: the one-batch model and the model after all batches (beside `drift_before`)
+                point["drift"] = self.perplexity()
             point["spectra"] = self.spectra(delta)
             if self.prune.get("alpha") is not None and (prune_every or last):
                 restrained = self.pruned(delta)
-                with restored(s.model, list(self.pristine.kept), owner=s.method):  # the trajectory's weights, exactly
-                    self.set_delta(restrained)
-                    point["prune"] = {"summary": self.score(upto)[0], "drift": self.perplexity(),
-                                      "spectra": self.spectra(restrained)}
+                acted = [n for n in self.matrices if not torch.equal(restrained[n], delta[n])]
+                if not acted:  # no singular value of ΣΔW above max σ(W): the restrained model is this model
+                    point["prune"] = {"acted": [], "summary": point["summary"], "spectra": point["spectra"],
+                                      **({"drift": point["drift"]} if "drift" in point else {})}
+                else:
+                    with restored(s.model, list(self.pristine.kept), owner=s.method):  # the trajectory's weights
+                        self.set_delta(restrained)
+                        point["prune"] = {"acted": acted, "summary": self.score(upto)[0],
+                                          "spectra": self.spectra(restrained),
+                                          **({"drift": self.perplexity()} if "drift" in point else {})}
                 if last:
                     out["pruned_delta"] = restrained
             out["timing"]["eval_seconds"] += time.time() - t1
@@ -206,8 +218,9 @@ class SequentialRun:
             if last:
                 out["per_case"], out["delta"] = per_case, delta
             shown = point["summary"]["all_so_far"]["Score"]["mean"]
+            ppl = f", perplexity {point['drift']['perplexity']:.2f}" if "drift" in point else ""
             print(f"{s.method}/{self.regulariser} batch {b + 1}/{n_batches} ({upto} edits): Score "
-                  f"{'-' if shown is None else format(shown, '.1f')}, perplexity {point['drift']['perplexity']:.2f}"
+                  f"{'-' if shown is None else format(shown, '.1f')}{ppl}"
                   + (f", with PRUNE {point['prune']['summary']['all_so_far']['Score']['mean']:.1f}"
                      if "prune" in point else ""), flush=True)
         out["timing"]["wall_seconds"] = time.time() - t0
@@ -255,6 +268,8 @@ def sequential(method: str, dataset: str, params: ParamsLike = "params.yaml", *,
                "methods_in_group": list(sq.get("methods", []))}
     faults.checkpoint("metrics")
     write_json(s.p["metrics"] / "sequential" / f"{name}_{dataset}_s{s.seed}.json", metrics)
+    if run.docs_to_store is not None:  # the held-out text into the scratch cache, after the outputs
+        write_json(run.docs_to_store, run.docs)
     s.finish("sequential", name, out["timing"])
     kinds = KINDS[run.cases[0].kind].metrics
     last = out["checkpoints"][-1]["summary"]["all_so_far"]
