@@ -48,7 +48,7 @@ def main() -> int:
 
     img = Image.open(out).convert("L")
     w, h = img.size
-    dark = sum(1 for p in img.getdata() if p < 200) / (w * h)
+    dark = sum(img.histogram()[:200]) / (w * h)
     print(f"screenshot: {out} ({w}x{h} px); non-blank pixels {dark:.1%}")
     print(f"headline (scale line and a results table) before the ledger and figures: {'yes' if ok else 'NO'}")
     return 0 if ok and dark > 0.01 else 1
