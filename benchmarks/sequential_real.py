@@ -67,7 +67,8 @@ def main() -> None:
                 s = p["summary"]
                 line = (f"  {p['edits']:5d} edits: Score {_pm(s['all_so_far']['Score'])}"
                         f" (ES {_pm(s['all_so_far']['ES'])}, GS {_pm(s['all_so_far']['GS'])}, LS {_pm(s['all_so_far']['LS'])})"
-                        f"; first batch {_pm(s['first_batch']['Score'])}; ppl {p['drift']['perplexity']:.2f}")
+                        f"; first batch {_pm(s['first_batch']['Score'])}"
+                        + (f"; ppl {p['drift']['perplexity']:.2f}" if "drift" in p else ""))
                 sig = max((v["sigma_max_delta"] or 0) for v in p["spectra"].values()) if p["spectra"] else 0
                 line += f"; max σ_max(ΣΔW) {sig:.3g}"
                 if "prune" in p:
