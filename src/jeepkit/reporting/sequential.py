@@ -98,6 +98,7 @@ def sequential_table(frame: pd.DataFrame) -> pd.DataFrame:
                      "max σ_max(ΣΔW)": f"{r['sigma_max_delta']:.3g}", "max σ_max(W)": f"{r['sigma_max_w']:.3g}",
                      "max κ(W+ΣΔW)": f"{r['kappa_edited']:.4g}"})
     out = pd.DataFrame(rows)
+    out.index = pd.Index(range(1, len(out) + 1), name="#")
     out.attrs["note"] = frame.attrs.get("note", "")
     return out
 
@@ -122,6 +123,8 @@ def free_generation_table(metrics_root: str | os.PathLike, dataset: str) -> pd.D
                     row[f"{met} free_generation ({rule})"] = format_cell(c["mean"], c["ci95"])
             rows.append(row)
     out = pd.DataFrame(rows)
+    if not out.empty:
+        out.index = pd.Index(range(1, len(out) + 1), name="#")
     out.attrs["note"] = ("Teacher-forced scores compare the probabilities of given continuations; free-generation "
                          "scores ask the model to produce the answer (greedy, at most 8 new tokens): 'exact' = the "
                          "continuation begins with it, 'contains' = it occurs anywhere (case-insensitive). ES / GS "
