@@ -115,8 +115,7 @@ def test_alphaedit_accumulates_the_keys_of_earlier_batches(workdir):
     earlier = carry[alphaedit.CARRY_KEY]
     assert sorted(earlier) == ["model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj"]
     # rebuild both batches' keys on a fresh model: batch 1's after batch 1, batch 2's after batch 2
-    from jeepkit.editing.recipe import EditContext
-    from jeepkit.editing.run import edit
+    from jeepkit.editing.recipe import EditContext, optimise_and_apply
 
     t = Session("params.yaml", "alphaedit", "counterfact", 0, {})
     ctx = EditContext(t.model, t.tok, t.arch, t.cov.get, t.prefixes, None, None, t.runtime, carry=None)
@@ -125,8 +124,6 @@ def test_alphaedit_accumulates_the_keys_of_earlier_batches(workdir):
         part = t.cases[2 * b:2 * b + 2]
         kw = alphaedit.solver_kwargs(t.hparams)
         kw["earlier_keys"] = {m: v.clone() for m, v in want.items()} if b else {}
-        from jeepkit.editing.recipe import optimise_and_apply
-
         optimise_and_apply(ctx, part, alphaedit.objective(t.hparams), alphaedit.regions(t.hparams), t.hparams,
                            label="alphaedit", solver=alphaedit.solve, solver_kwargs=kw, targets_from="memit")
         for module in want:
@@ -136,8 +133,6 @@ def test_alphaedit_accumulates_the_keys_of_earlier_batches(workdir):
     for module in want:
         torch.testing.assert_close(earlier[module], want[module], rtol=1e-6, atol=1e-8)
         assert float(want[module].abs().max()) > 0
-    # the independent-batch protocol (carry None) keeps nothing: an AlphaEdit edit without a carry is unchanged
-    del edit
 
 
 def test_prune_reproduces_eqs_4_to_6_on_a_hand_made_matrix():
