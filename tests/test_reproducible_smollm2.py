@@ -53,3 +53,21 @@ def test_prepare_stats_and_rome_stage_are_byte_identical(tmp_path):
         differ = [k for k in outs[0][part] if outs[0][part][k] != outs[1][part][k]]
         assert not differ, (part, differ)
     assert any(k.endswith("model.safetensors") for k in outs[0]["model"])
+
+
+def test_prepared_tokenizer_does_not_depend_on_the_shell(tmp_path):
+    """transformers writes `local_files_only` (from HF_HUB_OFFLINE when not given) into tokenizer_config.json:
+    the prepared model once differed by that one byte between `make repro` and a bare `dvc repro`."""
+    code = ("import sys; from pathlib import Path; from jeepkit.models import embedded_gguf_path, embedded_tokenizer;"
+            "embedded_tokenizer(embedded_gguf_path()).save_pretrained(sys.argv[1])")
+    saved = {}
+    for offline in ("1", None):
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        if offline:
+            env.update(HF_HUB_OFFLINE=offline, TRANSFORMERS_OFFLINE=offline)
+        out = tmp_path / f"offline={offline}"
+        r = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        saved[offline] = _tree(out)
+    assert saved["1"] == saved[None]

