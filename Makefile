@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: env repro test test-fast repro-profile dry-run preflight tokenizer clean-env
+.PHONY: env repro test test-fast repro-profile dry-run preflight tokenizer clean-env grid cluster system-deps
 
 env: $(STAMP)
 
@@ -45,6 +45,23 @@ dry-run: $(STAMP)
 # What a profile will cost per stage (memory, disk, GPU-hours), e.g. PROFILE=paper EXTRA="--model-key gptj --gpu-mem 40".
 preflight: $(STAMP)
 	$(PY) stages/preflight.py $(if $(PROFILE),--profile profiles/$(PROFILE).yaml) $(EXTRA)
+
+# One node, many GPUs: the profile's experiments on DVC's queue, JOBS workers (one GPU each, else a share of
+# the CPU threads), e.g. make grid PROFILE=real-small JOBS=2 VARY="seeds=[0],[1]"
+grid: $(STAMP)
+	$(PY) -m jeepkit.grid queue $(if $(PROFILE),--profile profiles/$(PROFILE).yaml) --jobs $(or $(JOBS),1) $(foreach v,$(VARY),--vary '$(v)') $(TARGETS)
+
+# SLURM: every stage a job that follows `dvc dag`, outputs and run-cache through REMOTE (a directory on a shared
+# filesystem), e.g. make cluster PROFILE=paper REMOTE=/shared/jeepkit-remote [RESUME=1] [TARGETS="tables"]
+cluster: $(STAMP)
+	$(if $(REMOTE),,$(error REMOTE=<a directory on a shared filesystem> is required))
+	$(PY) -m jeepkit.grid cluster $(if $(PROFILE),--profile profiles/$(PROFILE).yaml) --remote $(REMOTE) $(if $(RESUME),--resume) $(TARGETS)
+
+# System packages the SLURM tests need (Debian's slurm-wlm and munge); .ci/run calls this.
+system-deps:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then echo "slurm-wlm and munge present"; \
+	else S=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends slurm-wlm munge; fi
 
 # The embedded model's tokenizer in a small folder, for benchmarks/gpu_check.py on a machine without weights.
 TOKENIZER_DIR ?= tokenizer

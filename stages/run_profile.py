@@ -3,20 +3,14 @@ import argparse
 import subprocess
 import sys
 
-import yaml
-
 from jeepkit.cli import stage_main
 from jeepkit.config import validate_params
 from jeepkit.params import load_params
-from jeepkit.profiles import apply_overrides, profile_overrides
+from jeepkit.profiles import apply_overrides, override_strings, profile_overrides
 
 
 def override_args(overrides: dict) -> list[str]:
-    args = []
-    for k, v in overrides.items():
-        text = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-        args += ["-S", f"{k}={text}"]
-    return args
+    return [a for s in override_strings(overrides) for a in ("-S", s)]
 
 
 if __name__ == "__main__":

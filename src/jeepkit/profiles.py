@@ -50,6 +50,15 @@ def profile_overrides(profile: str | Path | None, model_key: str | None = None) 
     return out
 
 
+def override_strings(overrides: dict[str, Any]) -> list[str]:
+    """The overrides as `key=value` in the form `dvc exp run -S` takes (flow-style YAML values)."""
+    out = []
+    for k, v in overrides.items():
+        text = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+        out.append(f"{k}={text}")
+    return out
+
+
 def profile_params(params: dict[str, Any], profile: str | Path | None, model_key: str | None = None) -> dict[str, Any]:
     """params under `profile_overrides(profile, model_key)`."""
     return apply_overrides(params, profile_overrides(profile, model_key))
