@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import atomic_path
 
 REMOTE_NAME = "jeepkit-grid"
 
@@ -102,12 +103,5 @@ def pull_entries(root: str | Path, remote: Path, entries: list[tuple[str, str]])
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(src.read_bytes())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(src.read_bytes())
