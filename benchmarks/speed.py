@@ -7,7 +7,9 @@ both end in the same metrics:
     position, LM head only at scored positions, early stop), no target cache;
   * reference: a loop written here the way the official code works: one request at a time, the full
     forward pass from the embedding at every step, full-vocabulary logits at every position of every row
-    (for target optimisation and for evaluation). Keys and the solve are the package's in both.
+    (for target optimisation and for evaluation), and each layer's keys read with a pass from the embedding
+    (the package reads them from the region's first layer on, its input computed once). The solve is the
+    package's in both.
 Per method it prints target optimisation / keys / solve / evaluation seconds per edit, the ratio of the
 reference's seconds to the package's, the largest target difference and whether ES / GS / LS agree; then
 process start-up (imports + model load, measured in a fresh interpreter), the covariance throughput
@@ -124,7 +126,7 @@ def full_logits(model):
 def phases(reference: bool) -> Iterator[dict[str, Any]]:
     """Time target optimisation, key reading and the rest of the closed-form update inside the block."""
     t: dict[str, Any] = {"targets": 0.0, "keys": 0.0, "regions": 0.0, "results": []}
-    saved = recipe.optimise_targets_batch, recipe.apply_regions, engine.read_keys_and_cur
+    saved = recipe.optimise_targets_batch, recipe.apply_regions, engine.KeyRows.__init__, engine.KeyRows.read
 
     def targets(model, tok, arch, cases, objective, prefixes):
         t0 = time.perf_counter()
@@ -142,12 +144,15 @@ def phases(reference: bool) -> Iterator[dict[str, Any]]:
                 t[phase] += time.perf_counter() - t0
         return call
 
-    recipe.optimise_targets_batch, recipe.apply_regions, engine.read_keys_and_cur = \
-        targets, timed("regions", saved[1]), timed("keys", saved[2])
+    def key_rows(self, *a, first_layer=None, **k):  # the reference reads every layer's keys from the embedding
+        saved[2](self, *a, first_layer=None if reference else first_layer, **k)
+
+    recipe.optimise_targets_batch, recipe.apply_regions = targets, timed("regions", saved[1])
+    engine.KeyRows.__init__, engine.KeyRows.read = timed("keys", key_rows), timed("keys", saved[3])
     try:
         yield t
     finally:
-        recipe.optimise_targets_batch, recipe.apply_regions, engine.read_keys_and_cur = saved
+        recipe.optimise_targets_batch, recipe.apply_regions, engine.KeyRows.__init__, engine.KeyRows.read = saved
 
 
 def run_method(s: Session, reference: bool) -> dict[str, Any]:

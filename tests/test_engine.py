@@ -19,7 +19,7 @@ from jeepkit.editing.recipe import EditContext
 from jeepkit.data.schema import EditCase
 from jeepkit.editing import memit
 from jeepkit.editing.engine import (
-    KL_TEMPLATE, Region, _group_mean, memit_solve, optimise_targets, read_keys_and_cur, sample_prefixes,
+    KL_TEMPLATE, KeyRows, Region, _group_mean, memit_solve, optimise_targets, read_keys_and_cur, sample_prefixes,
 )
 from jeepkit.editing.run import edit
 from jeepkit.editing.targets import TargetCache
@@ -293,6 +293,51 @@ def test_read_keys_and_cur(tiny_model, grouping):
                                  grouping=grouping, batch_rows=2)
     torch.testing.assert_close(K1, K, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(cur1, cur, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("first", [0, 1, 2])
+def test_key_reads_resumed_at_a_layer_are_bit_equal(tiny_model, first):
+    """Reads that start from a layer's cached input give the bits of reads from the embedding."""
+    model, tok, arch = tiny_model
+    cases = [CASE, CASE_B, CASE_2TOK]
+    for key_module, cur_module in [(arch.name("mlp_out", 2), arch.name("layer", 2)),
+                                   (arch.name("mlp_out", 3), arch.name("mlp", 3)),
+                                   (arch.name("attn_out", 2), arch.name("attn", 3))]:
+        want = KeyRows(model, tok, arch, cases, PREFIXES, batch_rows=4).read(key_module, "subject_last", cur_module)
+        rows = KeyRows(model, tok, arch, cases, PREFIXES, batch_rows=4, first_layer=first)
+        assert rows.first == first
+        got = rows.read(key_module, "subject_last", cur_module)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+    with pytest.raises(ValueError, match="below layer"):
+        KeyRows(model, tok, arch, cases, PREFIXES, first_layer=3).read(arch.name("mlp_out", 2), "subject_last",
+                                                                       arch.name("mlp", 3))
+
+
+def test_key_reads_resumed_see_edits_at_and_above_the_layer(editable_model):
+    """An edit of the first layer's own matrix (after the inputs were cached) shows in the next read."""
+    model, tok, arch = editable_model
+    rows = KeyRows(model, tok, arch, [CASE, CASE_B], PREFIXES, first_layer=1)
+    key_module, cur_module = arch.name("mlp_out", 2), arch.name("mlp", 2)
+    before = rows.read(key_module, "subject_last", cur_module)
+    with torch.no_grad():
+        model.get_submodule(arch.name("mlp_out", 1)).weight.mul_(1.5)
+    after = rows.read(key_module, "subject_last", cur_module)
+    fresh = read_keys_and_cur(model, tok, arch, [CASE, CASE_B], PREFIXES, key_module, "subject_last", cur_module)
+    assert not torch.equal(after[0], before[0])
+    assert all(torch.equal(a, f) for a, f in zip(after, fresh))
+
+
+def test_key_rows_past_the_memory_bound_read_from_the_embedding(tiny_model, monkeypatch):
+    from jeepkit.editing import engine
+
+    model, tok, arch = tiny_model
+    monkeypatch.setattr(engine, "KEY_CACHE_BYTES", 16)
+    rows = KeyRows(model, tok, arch, [CASE], PREFIXES, first_layer=1)
+    assert rows.first is None and rows.starts == []
+    want = read_keys_and_cur(model, tok, arch, [CASE], PREFIXES, arch.name("mlp_out", 2), "subject_last",
+                             arch.name("mlp", 2))
+    assert all(torch.equal(g, w) for g, w in zip(rows.read(arch.name("mlp_out", 2), "subject_last",
+                                                           arch.name("mlp", 2)), want))
 
 
 def test_read_keys_at_prompt_last(tiny_model):

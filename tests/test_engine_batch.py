@@ -38,6 +38,7 @@ def test_batch_equals_single(tiny_model, stop):
         steps.add(single.info["steps"])
         torch.testing.assert_close(b.init["main"], single.init["main"], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(b.z["main"], single.z["main"], atol=1e-4, rtol=1e-4)
+        assert b.info["kl"] == pytest.approx(single.info["kl"], rel=1e-3, abs=1e-6)  # its own KL row
     if stop == "mixed":
         assert len(steps) > 1, "the test needs requests that stop at different steps"
 
@@ -68,3 +69,4 @@ def test_frozen_prefix_equals_whole_rows(tiny_model, method, stop):
             torch.testing.assert_close(f.init[name], w.init[name], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(f.z[name], w.z[name], atol=1e-4, rtol=1e-4)
         assert abs(f.info["target_prob"] - w.info["target_prob"]) < 1e-4
+        assert f.info["kl"] == pytest.approx(w.info["kl"], rel=1e-3, abs=1e-6)  # each request's own KL row

@@ -97,22 +97,54 @@ def freeze_prefix(model: nn.Module, seqs: list[list[int]], starts: list[int], pa
         smask = [p + m for p, m in zip(pmask, smask)]
     frozen = FrozenPrefix(past, ids, torch.tensor(smask, dtype=torch.long, device=device), positions, list(starts))
     if layers:
-        got: dict = {}
-
-        def grab(_mod, args, kwargs):
-            got.update(h=args[0].detach(), args=args[1:], kwargs=dict(kwargs))
-            raise StopForward
-
-        handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            _suffix_pass(model, frozen)
-        except StopForward:
-            pass
-        finally:
-            handle.remove()
+        got = layer_input(layers[0], lambda: _suffix_pass(model, frozen))
         frozen.layers, frozen.norm = list(layers), norm
-        frozen.h_in, frozen.layer_args, frozen.layer_kwargs = got["h"], got["args"], got["kwargs"]
+        frozen.h_in, frozen.layer_args, frozen.layer_kwargs = got.h, got.args, got.kwargs
     return frozen
+
+
+@dataclass
+class LayerInput:
+    """What a decoder layer was called with: its hidden-state input and the model's other arguments."""
+
+    h: torch.Tensor
+    args: tuple
+    kwargs: dict
+
+
+def layer_input(layer: nn.Module, run) -> LayerInput:
+    """The input `run()` (a forward pass of the model) gives `layer`; the pass stops there."""
+    got: dict = {}
+
+    def grab(_mod, args, kwargs):
+        got.update(h=args[0].detach(), args=args[1:], kwargs=dict(kwargs))
+        raise StopForward
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        run()
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "h" not in got:
+        raise RuntimeError("the forward pass never reached the layer whose input was asked for")
+    return LayerInput(got["h"], got["args"], got["kwargs"])
+
+
+def run_layers(layers: list[nn.Module], start: LayerInput, fresh=lambda v: v) -> torch.Tensor:
+    """`layers` applied in order from `start`, with the arguments the model gave the first of them.
+
+    The same calls the model's own loop makes, so the result is bit-equal to the full pass. `fresh`
+    maps each argument before use (a cache that a pass writes into must be new for every pass).
+    """
+    args = tuple(fresh(v) for v in start.args)
+    kwargs = {k: fresh(v) for k, v in start.kwargs.items()}
+    h = start.h
+    for layer in layers:
+        out = layer(h, *args, **kwargs)
+        h = out[0] if isinstance(out, tuple) else out
+    return h
 
 
 def suffix_hidden(model: nn.Module, frozen: FrozenPrefix) -> torch.Tensor:
@@ -120,14 +152,6 @@ def suffix_hidden(model: nn.Module, frozen: FrozenPrefix) -> torch.Tensor:
     if frozen.h_in is None:
         return _suffix_pass(model, frozen).last_hidden_state
     cache = _cache(frozen, model)
-
-    def fresh(v):
-        return cache if isinstance(v, Cache) else v
-
-    args = tuple(fresh(v) for v in frozen.layer_args)
-    kwargs = {k: fresh(v) for k, v in (frozen.layer_kwargs or {}).items()}
-    h = frozen.h_in
-    for layer in frozen.layers or []:
-        out = layer(h, *args, **kwargs)
-        h = out[0] if isinstance(out, tuple) else out
+    start = LayerInput(frozen.h_in, frozen.layer_args, frozen.layer_kwargs or {})
+    h = run_layers(frozen.layers or [], start, lambda v: cache if isinstance(v, Cache) else v)
     return frozen.norm(h)

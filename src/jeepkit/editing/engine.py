@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..data.schema import EditCase
 from ..device import CPU, input_device, module_device, output_device
 from ..errors import ConfigError, OptimisationError
-from ..forward import freeze_prefix, suffix_hidden
+from ..forward import freeze_prefix, layer_input, run_layers, suffix_hidden
 from ..hooks import StopForward, add_at, capture, stop_after
 from ..models import Arch, get_module, layer_index
 from ..tokens import Located, locate_template, pad_id, right_pad
@@ -346,7 +346,71 @@ def _group_mean(x: torch.Tensor, n_templates: int, grouping: str) -> torch.Tenso
     raise ConfigError(f"unknown key averaging {grouping!r}; expected grouped or uniform")
 
 
-@torch.no_grad()
+KEY_CACHE_BYTES = 1 << 28  # layer inputs kept for a region's key reads beyond this: recomputed per layer
+
+
+class KeyRows:
+    """The prompts keys and current values are read from: every case under every context prefix.
+
+    Tokenised and padded once, in passes of `batch_rows` prompts. With `first_layer`, each pass's input
+    to that decoder layer is computed once, and every read runs the layers from there up to the deepest
+    one it needs, with the arguments the model itself gave them: bit-equal to a pass from the embedding
+    as long as nothing below `first_layer` changes (a region edits only layers at or above its first).
+    The inputs are kept only while they fit in KEY_CACHE_BYTES; beyond that every read starts from the
+    embedding.
+    """
+
+    def __init__(self, model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], prefixes: Sequence[str],
+                 batch_rows: int = 48, first_layer: int | None = None):
+        self.model, self.arch, self.n_cases = model, arch, len(cases)
+        self.n_ctx = len(context_prefixes(prefixes))
+        locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in context_prefixes(prefixes)]
+        in_dev = input_device(model)
+        self.passes = [(part, *right_pad([l.ids for l in part], pad_id(tok), device=in_dev))
+                       for part in (locs[b:b + batch_rows] for b in range(0, len(locs), batch_rows))]
+        self.first, self.starts = None, []
+        if first_layer is not None:
+            width = model.config.hidden_size * next(model.parameters()).element_size()
+            if sum(ids.numel() for _, ids, _ in self.passes) * width <= KEY_CACHE_BYTES:
+                layer = get_module(model, arch.name("layer", first_layer))
+                with torch.no_grad():
+                    self.starts = [layer_input(layer, lambda ids=ids, mask=mask: model.base_model(
+                        input_ids=ids, attention_mask=mask, use_cache=False)) for _, ids, mask in self.passes]
+                self.first = first_layer
+
+    @torch.no_grad()
+    def read(self, key_module: str, key_position: str, cur_module: str,
+             grouping: str = "grouped") -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys K (d_k × n, template-averaged) and current values (d × n, bare prompt), float32 on the key
+        module's device."""
+        model, arch = self.model, self.arch
+        mods = {"key": get_module(model, key_module), "cur": get_module(model, cur_module)}
+        deepest = max(layer_index(key_module), layer_index(cur_module))
+        dev = module_device(mods["key"])
+        if self.first is not None and min(layer_index(key_module), layer_index(cur_module)) < self.first:
+            raise ValueError(f"{key_module} / {cur_module} lie below layer {self.first}, where these reads start")
+        layers = [get_module(model, arch.name("layer", i)) for i in range(self.first or 0, deepest + 1)]
+        keys, curs = [], []
+        for j, (part, ids, mask) in enumerate(self.passes):
+            with capture({"key": mods["key"]}, inputs=True) as kin, capture({"cur": mods["cur"]}) as cout:
+                if self.first is not None:
+                    run_layers(layers, self.starts[j])
+                else:
+                    with stop_after(layers[-1]):
+                        try:
+                            model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+                        except StopForward:
+                            pass
+            k_in, c_out = kin["key"].to(dev), cout["cur"].to(dev)
+            rows = torch.arange(len(part), device=dev)
+            kcols = torch.tensor([_pos(l, key_position) for l in part], dtype=torch.long, device=dev)
+            keys.append(k_in[rows, kcols].float())
+            curs.append(c_out[rows, kcols].float())
+        K = _group_mean(torch.cat(keys), self.n_ctx, grouping)
+        cur = torch.cat(curs).view(self.n_cases, self.n_ctx, -1)[:, 0]  # bare prompt
+        return K.T, cur.T
+
+
 def read_keys_and_cur(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], prefixes: Sequence[str],
                       key_module: str, key_position: str, cur_module: str, grouping: str = "grouped",
                       batch_rows: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,29 +418,7 @@ def read_keys_and_cur(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCas
 
     Both are float32 on the key module's device; `batch_rows` prompts per forward pass bounds the memory.
     """
-    ctx = context_prefixes(prefixes)
-    locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in ctx]
-    mods = {"key": get_module(model, key_module), "cur": get_module(model, cur_module)}
-    last = get_module(model, arch.name("layer", max(layer_index(key_module), layer_index(cur_module))))
-    in_dev, dev = input_device(model), module_device(mods["key"])
-    keys, curs = [], []
-    for b in range(0, len(locs), batch_rows):
-        part = locs[b:b + batch_rows]
-        ids, mask = right_pad([l.ids for l in part], pad_id(tok), device=in_dev)
-        with capture({"key": mods["key"]}, inputs=True) as kin, capture({"cur": mods["cur"]}) as cout, \
-                stop_after(last):
-            try:
-                model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except StopForward:
-                pass
-        k_in, c_out = kin["key"].to(dev), cout["cur"].to(dev)
-        rows = torch.arange(len(part), device=dev)
-        kcols = torch.tensor([_pos(l, key_position) for l in part], dtype=torch.long, device=dev)
-        keys.append(k_in[rows, kcols].float())
-        curs.append(c_out[rows, kcols].float())
-    K = _group_mean(torch.cat(keys), len(ctx), grouping)
-    cur = torch.cat(curs).view(len(cases), len(ctx), -1)[:, 0]  # bare prompt
-    return K.T, cur.T
+    return KeyRows(model, tok, arch, cases, prefixes, batch_rows).read(key_module, key_position, cur_module, grouping)
 
 
 SOLVE_ON = ("weight", "cpu")
@@ -399,13 +441,15 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
     diag: dict[str, Any] = {}
     for region in regions:
         cur_module = arch.name(region.cur_role, region.cur_layer)
+        # read from the region's lowest layer: nothing below it changes while the region is applied
+        rows = KeyRows(model, tok, arch, cases, prefixes, key_batch_rows,
+                       first_layer=min(region.cur_layer, *region.layers))
         it = tqdm(list(enumerate(region.layers)), desc=f"update {region.name}", disable=not progress, leave=False)
         for i, layer in it:
             key_module = arch.name(region.edit_role, layer)
             W = get_module(model, key_module).weight
             where = W.device if solve_on == "weight" else CPU
-            K, cur = read_keys_and_cur(model, tok, arch, cases, prefixes, key_module, region.key_position,
-                                       cur_module, grouping, batch_rows=key_batch_rows)
+            K, cur = rows.read(key_module, region.key_position, cur_module, grouping)
             Z = targets[region.target].T.to(device=where, dtype=torch.float64)  # d × n
             T = Z - cur.to(device=where, dtype=torch.float64)
             R = T / region.divisor(i)
