@@ -327,13 +327,11 @@ def test_key_reads_resumed_see_edits_at_and_above_the_layer(editable_model):
     assert all(torch.equal(a, f) for a, f in zip(after, fresh))
 
 
-def test_key_rows_past_the_memory_bound_read_from_the_embedding(tiny_model, monkeypatch):
-    from jeepkit.editing import engine
-
+def test_key_rows_past_the_memory_bound_read_from_the_embedding(tiny_model):
     model, tok, arch = tiny_model
-    monkeypatch.setattr(engine, "KEY_CACHE_BYTES", 16)
-    rows = KeyRows(model, tok, arch, [CASE], PREFIXES, first_layer=1)
+    rows = KeyRows(model, tok, arch, [CASE], PREFIXES, first_layer=1, cache_bytes=16)
     assert rows.first is None and rows.starts == []
+    assert KeyRows(model, tok, arch, [CASE], PREFIXES, first_layer=1).first == 1
     want = read_keys_and_cur(model, tok, arch, [CASE], PREFIXES, arch.name("mlp_out", 2), "subject_last",
                              arch.name("mlp", 2))
     assert all(torch.equal(g, w) for g, w in zip(rows.read(arch.name("mlp_out", 2), "subject_last",

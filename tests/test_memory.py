@@ -58,6 +58,9 @@ def test_plan_caps_at_explicit_limits_and_shrinks_with_the_budget():
     assert big.key_rows == 48 and big.stats_tokens == 4096 and big.target_requests == 8  # limits are upper bounds
     assert 1 <= small.target_requests < big.target_requests
     assert small.stats_tokens < big.stats_tokens
+    assert big.key_cache_mb == 256  # the key reads' layer-input cache: capped by run.key_cache_mb ...
+    wide = plan(d, 20 * 2 ** 30, Runtime(key_rows=1 << 20))  # key passes as large as the budget allows ...
+    assert wide.key_rows > 48 and wide.key_cache_mb < 256  # ... leave the cache only what is left beside one
 
 
 def test_dims_of_known_models_match_their_parameter_counts():

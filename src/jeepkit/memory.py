@@ -177,6 +177,8 @@ def plan(d: Dims, budget: float, rt, params: dict[str, Any] | None = None, w: Wo
     for k, per in need.items():
         cap = getattr(rt, k) or (8 if k == "target_requests" else None)
         sizes[k] = max(1, min(int(free // per), cap if cap is not None else 1 << 30))
+    # the key reads' cached layer inputs stay while one pass of key rows runs beside them
+    sizes["key_cache_mb"] = min(rt.key_cache_mb, max(0, int((free - sizes["key_rows"] * need["key_rows"]) // 2 ** 20)))
     return rt.with_(**sizes)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ConfigError
 from .memory import (GB, BYTES, Dims, Workload, covariance_bytes, eval_row_bytes, forward_bytes, key_row_bytes,
@@ -204,7 +204,7 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
                 (2 * d.n_params + 4 * (d.n_params - d.params_through(min(x.layer for x in o.deltas)))) for o in todo)
         keys = solve = 0.0
         for p_n, p_b in points:
-            keys += sum(p_n * (w.rows_per_request - 1) * w.seq_len * 2 * d.params_through(l) for l in layers)
+            keys += p_n * (w.rows_per_request - 1) * w.seq_len * 2 * key_read_params(d, layers)
             solve += max(1, -(-p_n // p_b)) * len(layers) * (2 / 3 * d_k ** 3 + 2 * d_k * d_k * min(p_b, p_n)
                                                              + 2 * d.hidden * d_k * min(p_b, p_n))
         if cached:
@@ -214,12 +214,25 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
         flops = t + keys
         peak = weights + 3 * covariance_bytes(d_k, "float64") + d_k * min(batch, n) * 4 + \
             max(rt.target_batch(hp) * target_request_bytes(d, w, lowest_delta) if todo else 0,
-                rt.key_rows * key_row_bytes(d, w))
+                rt.key_rows * key_row_bytes(d, w) +
+                min(rt.key_cache_mb << 20, min(batch, n) * (w.rows_per_request - 1) * w.seq_len * d.hidden * d.bytes))
         solve_s = solve / (g["fp64"] * EFFICIENCY)
         notes.append(f"{rt.target_batch(hp)} requests per pass, {len(layers)} layers from {lowest}")
         return StageCost(r["stage"], weights, peak, (_flops_seconds(flops, g, prec) + solve_s) / 3600, notes=notes,
                          eval_hours=eval_h)
     return StageCost(r["stage"], weights, peak, _flops_seconds(flops, g, prec) / 3600, notes=notes, eval_hours=eval_h)
+
+
+def key_read_params(d: Dims, layers: Sequence[int]) -> int:
+    """Weights the key reads of one edit touch per prompt token (`engine.KeyRows`): each run of consecutive
+    layers (a region) is one pass up to its first layer's input, then for each layer the layers from there."""
+    runs: list[list[int]] = []
+    for layer in sorted(set(layers)):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return sum(d.params_through(r[0] - 1) + sum(d.layer_params * (l - r[0] + 1) for l in r) for r in runs)
 
 
 def host_overhead(d: Dims) -> float:

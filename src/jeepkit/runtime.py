@@ -23,14 +23,16 @@ class Runtime:
     stats_tokens: int = 4096  # padded tokens per statistics pass
     probe_rows: int = 16  # prompts per probe pass
     grad_rows: int = 32  # sequences per forward + backward pass of a gradient method (KNE's attribution, training)
+    key_cache_mb: int = 256  # a region's key reads keep its first layer's input up to this size; 0: never
 
     def __post_init__(self):
         if self.solve_on not in ("weight", "cpu"):
             raise ConfigError(f"params: run.solve_on: expected weight or cpu, got {self.solve_on!r}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name != "solve_on" and v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(f"params: run.{f.name}: must be a positive integer, got {v!r}")
+            least = 0 if f.name == "key_cache_mb" else 1
+            if f.name != "solve_on" and v is not None and (not isinstance(v, int) or v < least):
+                raise ConfigError(f"params: run.{f.name}: must be an integer >= {least}, got {v!r}")
 
     def target_batch(self, hp: Any) -> int:
         """Requests per target pass: run.target_requests, else the method's `target_batch`, else 8."""

@@ -346,9 +346,6 @@ def _group_mean(x: torch.Tensor, n_templates: int, grouping: str) -> torch.Tenso
     raise ConfigError(f"unknown key averaging {grouping!r}; expected grouped or uniform")
 
 
-KEY_CACHE_BYTES = 1 << 28  # layer inputs kept for a region's key reads beyond this: recomputed per layer
-
-
 class KeyRows:
     """The prompts keys and current values are read from: every case under every context prefix.
 
@@ -356,12 +353,12 @@ class KeyRows:
     to that decoder layer is computed once, and every read runs the layers from there up to the deepest
     one it needs, with the arguments the model itself gave them: bit-equal to a pass from the embedding
     as long as nothing below `first_layer` changes (a region edits only layers at or above its first).
-    The inputs are kept only while they fit in KEY_CACHE_BYTES; beyond that every read starts from the
-    embedding.
+    The inputs are kept only while they fit in `cache_bytes` (`run.key_cache_mb`, which a memory budget
+    sizes); beyond that every read starts from the embedding.
     """
 
     def __init__(self, model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], prefixes: Sequence[str],
-                 batch_rows: int = 48, first_layer: int | None = None):
+                 batch_rows: int = 48, first_layer: int | None = None, cache_bytes: int = 256 << 20):
         self.model, self.arch, self.n_cases = model, arch, len(cases)
         self.n_ctx = len(context_prefixes(prefixes))
         locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in context_prefixes(prefixes)]
@@ -371,7 +368,7 @@ class KeyRows:
         self.first, self.starts = None, []
         if first_layer is not None:
             width = model.config.hidden_size * next(model.parameters()).element_size()
-            if sum(ids.numel() for _, ids, _ in self.passes) * width <= KEY_CACHE_BYTES:
+            if sum(ids.numel() for _, ids, _ in self.passes) * width <= cache_bytes:
                 layer = get_module(model, arch.name("layer", first_layer))
                 with torch.no_grad():
                     self.starts = [layer_input(layer, lambda ids=ids, mask=mask: model.base_model(
@@ -427,8 +424,8 @@ SOLVE_ON = ("weight", "cpu")
 def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], regions: Sequence[Region],
                   targets: dict[str, torch.Tensor], cov: Callable[[str], torch.Tensor], prefixes: Sequence[str],
                   solver: Solver = memit_solve, grouping: str = "grouped", progress: bool = True,
-                  solver_kwargs: dict[str, Any] | None = None, solve_on: str = "weight", key_batch_rows: int = 48
-                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                  solver_kwargs: dict[str, Any] | None = None, solve_on: str = "weight", key_batch_rows: int = 48,
+                  key_cache_bytes: int = 256 << 20                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Edit the model in place region by region; return ΔW per module name (float32, CPU) and diagnostics.
 
     targets[name] is (n × d), row j for cases[j]. Each layer sees the weights already changed by
@@ -443,7 +440,7 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
         cur_module = arch.name(region.cur_role, region.cur_layer)
         # read from the region's lowest layer: nothing below it changes while the region is applied
         rows = KeyRows(model, tok, arch, cases, prefixes, key_batch_rows,
-                       first_layer=min(region.cur_layer, *region.layers))
+                       first_layer=min(region.cur_layer, *region.layers), cache_bytes=key_cache_bytes)
         it = tqdm(list(enumerate(region.layers)), desc=f"update {region.name}", disable=not progress, leave=False)
         for i, layer in it:
             key_module = arch.name(region.edit_role, layer)

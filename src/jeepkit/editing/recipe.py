@@ -72,7 +72,8 @@ def optimise_and_apply(ctx: EditContext, cases: Sequence[EditCase], objective: O
     targets = {name: torch.stack([r.z[name] for r in results]) for name in results[0].z}
     deltas, diag = apply_regions(ctx.model, ctx.tok, ctx.arch, cases, regions, targets, ctx.cov, ctx.prefixes,
                                  solver=solver, grouping=hp.key_averaging, solver_kwargs=solver_kwargs,
-                                 solve_on=ctx.runtime.solve_on, key_batch_rows=ctx.runtime.key_rows)
+                                 solve_on=ctx.runtime.solve_on, key_batch_rows=ctx.runtime.key_rows,
+                                 key_cache_bytes=ctx.runtime.key_cache_mb << 20)
     info = {"target_seconds": round(t_targets, 2), "edit_seconds": round(time.time() - t0, 2),
             "target_cache_hits": cache.hits, "target_cache_misses": cache.misses,
             "mean_target_prob": sum(r.info.get("target_prob", 0) for r in results) / len(results),
