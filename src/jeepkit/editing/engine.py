@@ -362,18 +362,22 @@ class KeyRows:
         self.model, self.arch, self.n_cases = model, arch, len(cases)
         self.n_ctx = len(context_prefixes(prefixes))
         locs = [locate_template(tok, c.prompt, c.subject, prefix=p) for c in cases for p in context_prefixes(prefixes)]
-        in_dev = input_device(model)
-        self.passes = [(part, *right_pad([l.ids for l in part], pad_id(tok), device=in_dev))
-                       for part in (locs[b:b + batch_rows] for b in range(0, len(locs), batch_rows))]
+        self.pad, self.in_dev = pad_id(tok), input_device(model)
+        self.passes = [locs[b:b + batch_rows] for b in range(0, len(locs), batch_rows)]
         self.first, self.starts = None, []
         if first_layer is not None:
             width = model.config.hidden_size * next(model.parameters()).element_size()
-            if sum(ids.numel() for _, ids, _ in self.passes) * width <= cache_bytes:
+            if sum(len(part) * max(len(l.ids) for l in part) for part in self.passes) * width <= cache_bytes:
                 layer = get_module(model, arch.name("layer", first_layer))
                 with torch.no_grad():
-                    self.starts = [layer_input(layer, lambda ids=ids, mask=mask: model.base_model(
-                        input_ids=ids, attention_mask=mask, use_cache=False)) for _, ids, mask in self.passes]
+                    self.starts = [layer_input(layer, lambda part=part: self._embed_pass(part))
+                                   for part in self.passes]
                 self.first = first_layer
+
+    def _embed_pass(self, part: list[Located]):
+        """One pass of these prompts from the embedding (padded here, so only one pass's inputs exist at a time)."""
+        ids, mask = right_pad([l.ids for l in part], self.pad, device=self.in_dev)
+        return self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
 
     @torch.no_grad()
     def read(self, key_module: str, key_position: str, cur_module: str,
@@ -388,14 +392,14 @@ class KeyRows:
             raise ValueError(f"{key_module} / {cur_module} lie below layer {self.first}, where these reads start")
         layers = [get_module(model, arch.name("layer", i)) for i in range(self.first or 0, deepest + 1)]
         keys, curs = [], []
-        for j, (part, ids, mask) in enumerate(self.passes):
+        for j, part in enumerate(self.passes):
             with capture({"key": mods["key"]}, inputs=True) as kin, capture({"cur": mods["cur"]}) as cout:
                 if self.first is not None:
                     run_layers(layers, self.starts[j])
                 else:
                     with stop_after(layers[-1]):
                         try:
-                            model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+                            self._embed_pass(part)
                         except StopForward:
                             pass
             k_in, c_out = kin["key"].to(dev), cout["cur"].to(dev)
@@ -425,7 +429,7 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
                   targets: dict[str, torch.Tensor], cov: Callable[[str], torch.Tensor], prefixes: Sequence[str],
                   solver: Solver = memit_solve, grouping: str = "grouped", progress: bool = True,
                   solver_kwargs: dict[str, Any] | None = None, solve_on: str = "weight", key_batch_rows: int = 48,
-                  key_cache_bytes: int = 256 << 20                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                  key_cache_bytes: int = 256 << 20) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Edit the model in place region by region; return ΔW per module name (float32, CPU) and diagnostics.
 
     targets[name] is (n × d), row j for cases[j]. Each layer sees the weights already changed by
