@@ -271,13 +271,17 @@ def finish(grid_dir: Path) -> int:
     else:
         cmd = ["dvc", "repro", *g.targets]
     proc = subprocess.Popen(cmd, cwd=g.repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    restored = ran = 0
+    # a stage either restores from the run-cache, is already current (its dvc.lock entry matches the code and
+    # the outputs `dvc exp run` checked out from the pulled cache: a committed lock in step with the code), or runs
+    cached = current = ran = 0
     for line in proc.stdout:
         sys.stdout.write(line)
-        restored += "is cached - skipping run" in line
+        cached += "is cached - skipping run" in line
+        current += "didn't change, skipping" in line
         ran += line.startswith("Running stage")
     rc = proc.wait()
     local = sum(n.runs_in == "finish" for n in g.stages)
-    print(f"grid {g.id}: {restored} stages restored from the run-cache, {ran} run in the submitting checkout "
+    print(f"grid {g.id}: {cached + current} stages restored ({cached} from the run-cache, {current} already "
+          f"current in dvc.lock), {ran} run in the submitting checkout "
           f"({local} of them are stages the run-cache does not cover; exit {rc})", flush=True)
     return rc
