@@ -8,7 +8,9 @@ tokens from each row's earliest δ position on (`FrozenPrefix`): the tokens befo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +56,7 @@ class FrozenPrefix:
     h_in: torch.Tensor | None = None
     layer_args: tuple = ()
     layer_kwargs: dict | None = None
+    token_wise: list[nn.Module] | None = None  # modules that act on each token alone (`packed_linears`)
 
 
 def _cache(frozen: FrozenPrefix, model: nn.Module) -> DynamicCache | None:
@@ -72,11 +75,13 @@ def _suffix_pass(model: nn.Module, frozen: FrozenPrefix):
 
 @torch.no_grad()
 def freeze_prefix(model: nn.Module, seqs: list[list[int]], starts: list[int], pad: int, device: torch.device | str,
-                  *, layers: list[nn.Module] | None = None, norm: nn.Module | None = None) -> FrozenPrefix:
+                  *, layers: list[nn.Module] | None = None, norm: nn.Module | None = None,
+                  token_wise: Sequence[nn.Module] = ()) -> FrozenPrefix:
     """Split each row at starts[r]; compute the prefix's keys and values once (no δ hook may be active).
 
     With `layers` (the decoder layers from the lowest δ layer up, in order) and `norm` (the final norm),
-    the suffix's input to layers[0] is computed too, and each pass starts there.
+    the suffix's input to layers[0] is computed too, and each pass starts there. Every pass packs its
+    Linears and the `token_wise` modules (the MLPs) to the real tokens (`packed_linears`).
     """
     if any(not 0 <= s < len(q) for s, q in zip(starts, seqs)):
         raise ValueError("each row's split point must leave at least one suffix token")
@@ -91,16 +96,60 @@ def freeze_prefix(model: nn.Module, seqs: list[list[int]], starts: list[int], pa
         pmask = [[1] * s + [0] * (n_p - s) for s in starts]
         pids = torch.tensor([q[:s] + [pad] * (n_p - s) for s, q in zip(starts, seqs)], dtype=torch.long,
                             device=device)
-        out = model.base_model(input_ids=pids, attention_mask=torch.tensor(pmask, dtype=torch.long, device=device),
-                               use_cache=True)
+        real = torch.tensor(pmask, dtype=torch.bool, device=device)
+        with _packed(model.base_model, real, token_wise):
+            out = model.base_model(input_ids=pids, attention_mask=real.long(), use_cache=True)
         past = [(k.detach(), v.detach()) for k, v, *_ in out.past_key_values]
         smask = [p + m for p, m in zip(pmask, smask)]
-    frozen = FrozenPrefix(past, ids, torch.tensor(smask, dtype=torch.long, device=device), positions, list(starts))
+    frozen = FrozenPrefix(past, ids, torch.tensor(smask, dtype=torch.long, device=device), positions, list(starts),
+                          token_wise=list(token_wise))
+    return _resume(model, frozen, layers, norm)
+
+
+def _packed(root: nn.Module, real: torch.Tensor, token_wise: Sequence[nn.Module]):
+    return packed_linears([root], real, token_wise) if not bool(real.all()) else contextlib.nullcontext()
+
+
+def _suffix_real(frozen: FrozenPrefix) -> torch.Tensor:
+    return frozen.mask[:, frozen.mask.shape[1] - frozen.ids.shape[1]:].bool()
+
+
+def _resume(model: nn.Module, frozen: FrozenPrefix, layers: list[nn.Module] | None,
+            norm: nn.Module | None) -> FrozenPrefix:
     if layers:
-        got = layer_input(layers[0], lambda: _suffix_pass(model, frozen))
+        with _packed(model.base_model, _suffix_real(frozen), frozen.token_wise or ()):
+            got = layer_input(layers[0], lambda: _suffix_pass(model, frozen))
         frozen.layers, frozen.norm = list(layers), norm
         frozen.h_in, frozen.layer_args, frozen.layer_kwargs = got.h, got.args, got.kwargs
     return frozen
+
+
+@torch.no_grad()
+def select_rows(model: nn.Module, frozen: FrozenPrefix, rows: list[int]) -> FrozenPrefix:
+    """The `FrozenPrefix` that `freeze_prefix` would build for these rows alone, without the prefix pass.
+
+    A row's prefix keys and values do not depend on the other rows of its batch, so they are taken from
+    `frozen` (trimmed to the rows' own longest prefix and suffix, the widths `freeze_prefix` would pad to);
+    only the suffix's input to the resume layer is recomputed (the embedding and the layers below it, on
+    the suffix tokens). Target optimisation drops requests as they stop; this keeps the prefix pass, the
+    most expensive forward of a batch, to one per batch.
+    """
+    if rows == list(range(len(frozen.starts))):
+        return frozen
+    dev = frozen.ids.device
+    idx = torch.tensor(rows, dtype=torch.long, device=dev)
+    n_full = frozen.mask.shape[1] - frozen.ids.shape[1]  # prefix columns of the mask
+    starts = [frozen.starts[r] for r in rows]
+    n_p = max(starts)
+    n_s = int(frozen.mask[idx, n_full:].sum(1).max())
+    ids, positions = frozen.ids[idx, :n_s], frozen.positions[idx, :n_s]
+    mask = torch.cat([frozen.mask[idx, :n_p], frozen.mask[idx, n_full:n_full + n_s]], 1)
+    past = None
+    if n_p and frozen.past is not None:
+        past = [(k.index_select(0, idx.to(k.device))[:, :, :n_p], v.index_select(0, idx.to(v.device))[:, :, :n_p])
+                for k, v in frozen.past]
+    out = FrozenPrefix(past, ids, mask, positions, starts, token_wise=frozen.token_wise)
+    return _resume(model, out, frozen.layers, frozen.norm)
 
 
 @dataclass
@@ -147,11 +196,116 @@ def run_layers(layers: list[nn.Module], start: LayerInput, fresh=lambda v: v) ->
     return h
 
 
-def suffix_hidden(model: nn.Module, frozen: FrozenPrefix) -> torch.Tensor:
-    """Last hidden state (after the final norm) at the suffix tokens, (rows, S, d)."""
+@contextlib.contextmanager
+def packed_linears(roots: list[nn.Module], real: torch.Tensor, token_wise: Sequence[nn.Module] = ()) -> Iterator[None]:
+    """Every `nn.Linear` inside `roots`, and every module of `token_wise`, computes only the real (unpadded)
+    tokens of a (rows, S) batch.
+
+    Right-padded rows of unequal length leave a third of a target-optimisation batch as padding, and
+    the Linears are most of a decoder layer's work. Each packed module gets the real tokens' rows (its
+    input flattened and indexed by `real`) and its output is scattered back into the padded layout, with
+    zeros at the padding. Nothing at a real token changes: these modules act on each token alone, padded
+    keys are masked out of attention, and a padded token's output is never read. `token_wise` names whole
+    modules that act on each token alone (the MLPs): packed once, their inner Linears see the packed input
+    and pass it through, and the activation between them runs on real tokens only. Linears fed the same
+    tensor (q, k and v) share one packed copy. A module's other callers (any input not shaped (rows, S, ·))
+    pass through untouched. The unpacking hook runs before any hook registered earlier, so a δ added to
+    a module's output (`hooks.add_at`) sees the padded layout.
+    """
+    shape = tuple(real.shape)
+    flat = real.reshape(-1)
+    index: dict[torch.device, torch.Tensor] = {}
+    packed: set[int] = set()
+    last: list = [None, None]  # the last input packed and its packed copy
+
+    def rows_on(dev: torch.device) -> torch.Tensor:
+        if dev not in index:
+            index[dev] = flat.to(dev).nonzero().flatten()
+        return index[dev]
+
+    def pack(mod, args):
+        x = args[0]
+        if tuple(x.shape[:-1]) != shape:
+            return None
+        packed.add(id(mod))
+        if last[0] is not x:
+            last[0], last[1] = x, x.reshape(-1, x.shape[-1]).index_select(0, rows_on(x.device))
+        return (last[1],) + tuple(args[1:])
+
+    def unpack(mod, _args, out):
+        if id(mod) not in packed:
+            return None
+        packed.discard(id(mod))
+        h = out[0] if isinstance(out, tuple) else out
+        full = h.new_zeros(flat.numel(), h.shape[-1]).index_copy(0, rows_on(h.device), h).view(*shape, h.shape[-1])
+        return (full,) + tuple(out[1:]) if isinstance(out, tuple) else full
+
+    mods = list(token_wise) + [m for root in roots for m in root.modules() if isinstance(m, nn.Linear)]
+    handles = []
+    try:
+        for mod in dict.fromkeys(mods):
+            handles.append(mod.register_forward_pre_hook(pack))
+            handles.append(mod.register_forward_hook(unpack, prepend=True))
+        yield
+    finally:
+        last.clear()
+        for h in handles:
+            h.remove()
+
+
+def suffix_hidden(model: nn.Module, frozen: FrozenPrefix, pack: bool = True) -> torch.Tensor:
+    """Last hidden state (after the final norm) at the suffix tokens, (rows, S, d).
+
+    Resumed at a layer, the Linears compute only the real tokens (`packed_linears`) unless `pack` is
+    off or the batch has no padding; the states at real tokens equal the padded pass's to float rounding.
+    """
     if frozen.h_in is None:
         return _suffix_pass(model, frozen).last_hidden_state
     cache = _cache(frozen, model)
     start = LayerInput(frozen.h_in, frozen.layer_args, frozen.layer_kwargs or {})
-    h = run_layers(frozen.layers or [], start, lambda v: cache if isinstance(v, Cache) else v)
+    layers = frozen.layers or []
+    real = _suffix_real(frozen)
+    with packed_linears(layers, real, frozen.token_wise or ()) if pack and not bool(real.all()) \
+            else contextlib.nullcontext():
+        h = run_layers(layers, start, lambda v: cache if isinstance(v, Cache) else v)
     return frozen.norm(h)
+
+
+class _ScoredLogProbs(torch.autograd.Function):
+    """Log-probabilities of chosen tokens in the first rows of `logits`, whole log-distributions in the rest.
+
+    What `log_softmax` + `gather` compute, with one vocabulary-wide buffer instead of five: the
+    backward pass writes the logits' gradient (one-hot minus softmax for a chosen token, the usual
+    log-softmax gradient for a whole row) into the saved log-probabilities in place, where autograd
+    would allocate the one-hot scatter, its log-softmax backward and the slices' gradients apart.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, tok: torch.Tensor):
+        n = tok.shape[0]
+        logp = torch.log_softmax(logits, -1)
+        chosen = logp[:n].gather(1, tok[:, None])[:, 0]
+        hit = logp[:n].argmax(-1) == tok
+        rest = logp[n:].clone()
+        ctx.save_for_backward(logp, tok)
+        ctx.mark_non_differentiable(hit)
+        return chosen, hit, rest
+
+    @staticmethod
+    def backward(ctx, g_chosen, _g_hit, g_rest):
+        logp, tok = ctx.saved_tensors
+        n = tok.shape[0]
+        g_chosen = torch.zeros(n, dtype=logp.dtype, device=logp.device) if g_chosen is None else g_chosen
+        g_rest = torch.zeros_like(logp[n:]) if g_rest is None else g_rest
+        grad = logp.exp_()  # softmax, in the saved buffer (this graph is never run backward twice)
+        grad.mul_(-torch.cat([g_chosen, g_rest.sum(-1)])[:, None])
+        grad[:n].scatter_add_(1, tok[:, None], g_chosen[:, None])
+        grad[n:] += g_rest
+        return grad, None
+
+
+def scored_log_probs(logits: torch.Tensor, tok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log p(tok[i]) for each of the first len(tok) rows, whether tok[i] is that row's argmax, and the
+    log-softmax of the remaining rows): `log_softmax` then `gather`, to float rounding, in less memory."""
+    return _ScoredLogProbs.apply(logits, tok)
+

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..data.schema import EditCase
 from ..device import CPU, input_device, module_device, output_device
 from ..errors import ConfigError, OptimisationError
-from ..forward import freeze_prefix, layer_input, run_layers, suffix_hidden
+from ..forward import freeze_prefix, layer_input, run_layers, scored_log_probs, select_rows, suffix_hidden
 from ..hooks import StopForward, add_at, capture, stop_after
 from ..models import Arch, get_module, layer_index
 from ..tokens import Located, locate_template, pad_id, right_pad
@@ -166,7 +166,9 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
     batches: dict[tuple[int, ...], dict[str, Any]] = {}
     low = min(d.layer for d in objective.deltas)  # nothing below this layer depends on any δ
     resume = {"layers": [get_module(model, arch.name("layer", i)) for i in range(low, arch.n_layers)],
-              "norm": get_module(model, arch.final_norm)} if reuse_prefix else {}
+              "norm": get_module(model, arch.final_norm),
+              "token_wise": [get_module(model, arch.name("mlp", i)) for i in range(arch.n_layers)]} \
+        if reuse_prefix else {}
 
     def batch_for(sel: tuple[int, ...]) -> dict[str, Any]:
         """Inputs and label indices for the requests `sel` (rewrite rows case-major, then KL rows).
@@ -183,7 +185,13 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
             scored = [r.prompt_last for r in rows] + [kl_loc[i].subject_last for i in sel]
             starts = [min([sc] + [_pos(r, d.position) for d in objective.deltas]) if reuse_prefix else 0
                       for r, sc in zip(all_rows, scored)]
-            frozen = freeze_prefix(model, seqs, starts, pad_id(tok), in_dev, **resume)
+            if not batches:  # the first pass has every request: its prefix pass serves every later subset
+                frozen = freeze_prefix(model, seqs, starts, pad_id(tok), in_dev, **resume)
+            else:
+                first = next(iter(batches.values()))
+                n_all = first["n_rows"] // n_p  # requests in the first pass (rewrite rows, then KL rows)
+                frozen = select_rows(model, first["frozen"], [i * n_p + k for i in sel for k in range(n_p)]
+                                     + [n_all * n_p + i for i in sel])
             row_of_label = [i for i, r in enumerate(rows) for _ in r.answer_ids]
 
             def index(values: list[int]) -> torch.Tensor:
@@ -202,6 +210,9 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
                 "kl_cols": index([kl_loc[i].subject_last - starts[len(rows) + k] for k, i in enumerate(sel)]),
                 "bare_rows": [j * n_p for j in range(len(sel))],  # each request's bare prompt
                 "n_rows": len(rows)}
+            b = batches[sel]
+            b["head_rows"] = torch.cat([b["lab_rows"], b["kl_idx"]])
+            b["head_cols"] = torch.cat([b["lab_cols"], b["kl_cols"]])
         return batches[sel]
 
     def forward(sel: tuple[int, ...], idx: torch.Tensor):
@@ -213,13 +224,11 @@ def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[Ed
                                            record_init=inits[d.name], init_row=b["bare_rows"]))
             h = suffix_hidden(model, b["frozen"]).to(dev)
         lab_rows, lab_tok, n_tok = b["lab_rows"], b["lab_tok"], b["n_tok"]
-        logp = torch.log_softmax(lm_head(h[lab_rows, b["lab_cols"]]).float(), -1)
-        tok_logp = logp.gather(1, lab_tok[:, None])[:, 0]
+        # one LM-head pass over the target tokens' positions, then the KL rows' subject positions
+        tok_logp, hit, kl_logp = scored_log_probs(lm_head(h[b["head_rows"], b["head_cols"]]).float(), lab_tok)
         per_prompt = torch.zeros(b["n_rows"], device=dev).index_add(0, lab_rows, tok_logp) / n_tok
-        kl_logp = torch.log_softmax(lm_head(h[b["kl_idx"], b["kl_cols"]]).float(), -1)
-        hit = (logp.argmax(-1) == lab_tok).float()
-        argmax_ok = torch.zeros(b["n_rows"], device=dev).index_add(0, lab_rows, hit).view(len(sel), n_p).sum(1) == \
-            n_tok.view(len(sel), n_p).sum(1)
+        argmax_ok = torch.zeros(b["n_rows"], device=dev).index_add(0, lab_rows, hit.float()).view(len(sel), n_p) \
+            .sum(1) == n_tok.view(len(sel), n_p).sum(1)
         return per_prompt.view(len(sel), n_p), kl_logp, argmax_ok
 
     for step in range(objective.steps):
