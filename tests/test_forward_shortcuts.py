@@ -150,3 +150,43 @@ def test_packed_mlps_keep_the_delta_and_its_gradient(tiny_model):
     assert out[0][1].abs().sum() > 0
     torch.testing.assert_close(out[1][0], out[0][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[1][1], out[0][1], atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_kv_attention_is_bit_equal_and_skips_the_copies(llama_tok, monkeypatch):
+    """Target optimisation on a grouped-query LLaMA (4 query, 2 key/value heads): the same targets, bit for
+    bit, with `grouped_kv_attention` (the engine's default on the CPU) as with transformers' repeated heads,
+    and no `repeat_kv` copy while it is on; the switch is restored afterwards."""
+    import os
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.integrations import sdpa_attention
+
+    from jeepkit.data.schema import EditCase
+    from jeepkit.editing import engine, memit
+    from jeepkit.models import finish_loading
+
+    torch.manual_seed(0)
+    tok = llama_tok
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      initializer_range=0.3)
+    model, tok, arch = finish_loading(LlamaForCausalLM(cfg).float(), tok)
+    cases = [EditCase("a", "counterfact", "The mother tongue of {} is", "Danielle Darrieux", "English", "French"),
+             EditCase("b", "counterfact", "{} is a city in", "Paris", "Japan", "France")]
+    obj = memit.objective({"layers": [1, 2], "clamp": 4.0, "weight_decay": 0.01, "lr": 0.5, "steps": 6,
+                           "kl_factor": 0.0625, "lambda": 1.0, "stop_loss": 0.0})
+    calls = []
+    real_repeat = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda h, n: calls.append(n) or real_repeat(h, n))
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    prefixes = ["Therefore you know. ", "Because I said so, you know. "]
+    repeated = engine._optimise_targets_batch(model, tok, arch, cases, obj, prefixes, True)
+    assert calls, "transformers repeats the heads when a mask is given"
+    calls.clear()
+    grouped = engine.optimise_targets_batch(model, tok, arch, cases, obj, prefixes)
+    assert not calls
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    for a, b in zip(grouped, repeated):
+        assert a.info["steps"] == b.info["steps"] == 5
+        assert torch.equal(a.z["main"], b.z["main"]) and torch.equal(a.init["main"], b.init["main"])

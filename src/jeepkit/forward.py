@@ -9,6 +9,7 @@ tokens from each row's earliest δ position on (`FrozenPrefix`): the tokens befo
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -194,6 +195,32 @@ def run_layers(layers: list[nn.Module], start: LayerInput, fresh=lambda v: v) ->
         out = layer(h, *args, **kwargs)
         h = out[0] if isinstance(out, tuple) else out
     return h
+
+
+@contextlib.contextmanager
+def grouped_kv_attention(model: nn.Module) -> Iterator[None]:
+    """On the CPU, SDPA attends to grouped-query keys and values as they are.
+
+    With an attention mask, transformers first copies each key/value head once per query head
+    (`repeat_kv`), because CUDA's fused kernels would fall back to the math kernel for grouped heads with
+    a mask. The CPU kernel takes them directly (`enable_gqa`) and gives bit-equal outputs and gradients
+    without the copies: SmolLM2's attention (9 query, 3 key/value heads) runs forward + backward in about
+    half the time. transformers reads its switch for this, TRANSFORMERS_SDPA_FORCE_GQA, at every call; it
+    is set for the duration only, and only when every parameter is on the CPU.
+    """
+    key = "TRANSFORMERS_SDPA_FORCE_GQA"
+    if not all(p.device.type == "cpu" for p in model.parameters()) or os.environ.get(key) == "1":
+        yield
+        return
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 @contextlib.contextmanager

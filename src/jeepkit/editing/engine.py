@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from ..data.schema import EditCase
 from ..device import CPU, input_device, module_device, output_device
 from ..errors import ConfigError, OptimisationError
-from ..forward import freeze_prefix, layer_input, run_layers, scored_log_probs, select_rows, suffix_hidden
+from ..forward import (freeze_prefix, grouped_kv_attention, layer_input, run_layers, scored_log_probs, select_rows,
+                       suffix_hidden)
 from ..hooks import StopForward, add_at, capture, stop_after
 from ..models import Arch, get_module, layer_index
 from ..tokens import Located, locate_template, pad_id, right_pad
@@ -134,6 +135,15 @@ def optimise_targets(model: nn.Module, tok, arch: Arch, case: EditCase, objectiv
 
 def optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], objective: Objective,
                            prefixes: Sequence[str], reuse_prefix: bool = True) -> list[TargetResult]:
+    """Optimise each request's deltas, several requests per forward pass (`_optimise_targets_batch`),
+    grouped-query attention without copied key/value heads on the CPU (`forward.grouped_kv_attention`:
+    bit-equal)."""
+    with grouped_kv_attention(model):
+        return _optimise_targets_batch(model, tok, arch, cases, objective, prefixes, reuse_prefix)
+
+
+def _optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], objective: Objective,
+                            prefixes: Sequence[str], reuse_prefix: bool) -> list[TargetResult]:
     """Optimise each request's deltas, several requests per forward pass.
 
     Every request keeps its own δ rows, loss, clamp and early stop, and Adam is element-wise, so the
