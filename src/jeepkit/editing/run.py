@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from ..data.schema import EditCase
 from ..config import check_value
 from ..errors import ConfigError, did_you_mean
+from ..forward import grouped_kv_attention
 from . import alphaedit, ft_l, ft_wd, jeep, kne, memit, pmet, rome
 from .hparams import NoHParams
 from .recipe import EditContext, EditResult
@@ -60,6 +61,9 @@ def check_params(params: Mapping[str, Any]) -> None:
 
 
 def edit(ctx: EditContext, method: str, cases: Sequence[EditCase], hp: Any) -> EditResult:
-    """Edit `ctx.model` in place with `method`; returns the applied ΔW per parameter or module, and info."""
+    """Edit `ctx.model` in place with `method`; returns the applied ΔW per parameter or module, and info.
+    On the CPU, grouped-query attention runs without copied key/value heads (bit-equal, faster)."""
     spec = method_spec(method)
-    return spec.edit(ctx, cases, spec.hparams.coerce(hp))
+    hparams = spec.hparams.coerce(hp)
+    with grouped_kv_attention(ctx.model):
+        return spec.edit(ctx, cases, hparams)
