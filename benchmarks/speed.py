@@ -8,8 +8,9 @@ both end in the same metrics:
   * reference: a loop written here the way the official code works: one request at a time, the full
     forward pass from the embedding at every step, full-vocabulary logits at every position of every row
     (for target optimisation and for evaluation), and each layer's keys read with a pass from the embedding
-    (the package reads them from the region's first layer on, its input computed once). The solve is the
-    package's in both.
+    (the package reads them from the region's first layer on, its input computed once), and attention as
+    transformers runs it by default (the package's grouped-query shortcut off). The solve is the package's
+    in both.
 Per method it prints target optimisation / keys / solve / evaluation seconds per edit, the ratio of the
 reference's seconds to the package's, the largest target difference and whether ES / GS / LS agree; then
 process start-up (imports + model load, measured in a fresh interpreter), the covariance throughput
@@ -32,7 +33,9 @@ from typing import Any, Iterator
 
 import torch
 
+from jeepkit import evaluation
 from jeepkit.editing import engine, recipe
+from jeepkit.editing import run as run_module
 from jeepkit.editing.engine import KL_TEMPLATE, context_prefixes, locate_template
 from jeepkit.editing.recipe import EditContext
 from jeepkit.editing.run import edit
@@ -155,16 +158,33 @@ def phases(reference: bool) -> Iterator[dict[str, Any]]:
         recipe.optimise_targets_batch, recipe.apply_regions, engine.KeyRows.__init__, engine.KeyRows.read = saved
 
 
+@contextlib.contextmanager
+def transformers_attention(reference: bool) -> Iterator[None]:
+    """The reference attends the way transformers does by default (key/value heads copied per query head
+    under a mask); the package's grouped-query shortcut (`forward.grouped_kv_attention`) is off for it."""
+    if not reference:
+        yield
+        return
+    saved = run_module.grouped_kv_attention, evaluation.grouped_kv_attention, engine.grouped_kv_attention
+    off = lambda _model: contextlib.nullcontext()  # noqa: E731
+    run_module.grouped_kv_attention = evaluation.grouped_kv_attention = engine.grouped_kv_attention = off
+    try:
+        yield
+    finally:
+        run_module.grouped_kv_attention, evaluation.grouped_kv_attention, engine.grouped_kv_attention = saved
+
+
 def run_method(s: Session, reference: bool) -> dict[str, Any]:
     ctx = EditContext(s.model, s.tok, s.arch, s.cov.get, s.prefixes, None, None, s.runtime)
     cases = s.cases[:s.n]
     pristine = s._snapshot()  # the originals, kept before the first edit of the session
-    with phases(reference) as t:
-        res = edit(ctx, s.method, cases, s.hparams)
-    t0 = time.perf_counter()
-    per_case = evaluate_cases(s.model, s.tok, cases, progress=False, batch_size=s.runtime.eval_rows,
-                              logits_fn=full_logits(s.model) if reference else None)
-    t_eval = time.perf_counter() - t0
+    with transformers_attention(reference):
+        with phases(reference) as t:
+            res = edit(ctx, s.method, cases, s.hparams)
+        t0 = time.perf_counter()
+        per_case = evaluate_cases(s.model, s.tok, cases, progress=False, batch_size=s.runtime.eval_rows,
+                                  logits_fn=full_logits(s.model) if reference else None)
+        t_eval = time.perf_counter() - t0
     pristine.restore(res.deltas)
     summary = summarise(per_case, cases[0].kind)
     n = len(cases)
