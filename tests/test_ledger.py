@@ -313,3 +313,35 @@ def test_knowedit_claims_follow_our_runs(tmp_path: Path):
     assert got["knowedit-ftm-es"]["verdict"] == ledger.REPRODUCED
     assert got["knowedit-ftm-ps"]["verdict"] == ledger.CONTRADICTED
     assert got["knowedit-ftm-es"]["paper_value"].startswith("100.00 vs 51.12")
+
+
+def test_every_row_names_its_protocol_and_free_generation_is_judged(tmp_path: Path):
+    """Issue 14: each ledger row carries how its number was measured; the free-generation claim is decided by
+    the interval of teacher-forced minus free-generation ES of every editor, and needs runs that have it."""
+    t = build(tmp_path / "metrics")
+    before = by_id(build_ledger(t.root))
+    assert before["honest-free-below-forced"]["verdict"] == NOT_COMPARABLE
+    free = {"memit": 50.0, "pmet": 60.0, "jeep": 97.0}  # JEEP's teacher-forced ES is 99.8: inside the intervals
+    for m, es in free.items():
+        f = t.root / "main" / f"{m}_counterfact_s0.json"
+        obj = json.loads(f.read_text())
+        cell = {"exact": {"mean": es, "ci95": 4.0, "n": 12}, "contains": {"mean": es, "ci95": 4.0, "n": 12}}
+        obj["summary"]["free_generation"] = {"protocol": "free_generation", "ES": cell, "GS": cell, "LS": cell}
+        f.write_text(json.dumps(obj))
+    entries = build_ledger(t.root)
+    e = by_id(entries)["honest-free-below-forced"]
+    assert e["verdict"] == "undecided" and e["protocol"] == "teacher_forced_prob+free_generation"
+    assert e["reproduced_value"] == pytest.approx(99.8 - 97.0)  # the smallest margin: JEEP's
+    assert "MEMIT 98.0 ± 2.0 vs 50.0 ± 4.0" in e["reason"]
+    free["jeep"] = 80.0
+    f = t.root / "main" / "jeep_counterfact_s0.json"
+    obj = json.loads(f.read_text())
+    obj["summary"]["free_generation"]["ES"]["exact"]["mean"] = 80.0
+    f.write_text(json.dumps(obj))
+    assert by_id(build_ledger(t.root))["honest-free-below-forced"]["verdict"] == REPRODUCED
+    protocols = {x["id"]: x["protocol"] for x in entries}
+    assert all(protocols.values())
+    assert protocols["Table2-GPT-J-MEMIT-ES"] == "teacher_forced_token_acc"
+    assert {p for i, p in protocols.items() if i.startswith("Table3")} == {"teacher_forced_prob"}
+    md = (write_ledger(entries, tmp_path / "reports")[0]).read_text()
+    assert "| protocol |" in md and "teacher_forced_token_acc" in md

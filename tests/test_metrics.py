@@ -224,7 +224,7 @@ def test_summarise_zsre_hand_numbers():
 
 def test_summarise_edge_cases():
     one = summarise([_cf("1", True, [True], [False, True])], "counterfact")
-    assert one["ES"] == {"mean": 100.0, "ci95": None, "n": 1}
+    assert one["ES"] == {"mean": 100.0, "ci95": None, "n": 1, "protocol": "teacher_forced_prob"}
     assert one["Score"]["ci95"] is None
     json.dumps(one, allow_nan=False)
     no_loc = summarise([_cf("1", True, [True], []), _cf("2", False, [True], [])], "counterfact")
@@ -233,6 +233,20 @@ def test_summarise_edge_cases():
         summarise([_cf("1", True, [], [True]), _zs("2", [True], [], [[True]])], "counterfact")
     with pytest.raises(InputError):
         summarise([], "mcf")
+
+
+def test_every_metric_carries_its_protocol():
+    """Teacher-forced probability comparisons, token accuracy and agreement are named apart (issue 14)."""
+    cf = summarise([_cf("1", True, [True], [False, True])], "counterfact")
+    assert {m: cf[m]["protocol"] for m in ("ES", "GS", "LS", "Score")} == dict.fromkeys(
+        ("ES", "GS", "LS", "Score"), "teacher_forced_prob")
+    zs = summarise([_zs("2", [True], [], [[True]])], "zsre")
+    assert zs["ES"]["protocol"] == zs["Score"]["protocol"] == "teacher_forced_token_acc"
+    from jeepkit.data.kinds import KINDS
+    ke = KINDS["knowedit"]
+    assert ke.protocol("LS") == "teacher_forced_agreement" and ke.protocol("FL") == "free_generation"
+    assert ke.protocol("Score") == "teacher_forced_token_acc+teacher_forced_agreement"
+    assert [k for k in KINDS if KINDS[k].free_generation] == ["counterfact", "zsre"]
 
 
 def test_summarise_seeds():

@@ -45,11 +45,15 @@ def workdir(tmp_path_factory, llama_tok):
         "model": {"key": "tiny", "source": "path", "id": str(root / "tiny_model"), "dtype": "float32"},
         "stats": {"corpus": f"file:{root / 'corpus.txt'}", "n_samples": 20, "max_length": 32, "seed": 1,
                   "layers": [1, 2, 3], "modules": ["mlp_out"]},
-        "edit": {"methods": ["none", "memit", "jeep", "rome"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8},
+        "edit": {"methods": ["none", "memit", "jeep", "rome"], "n_edits": 4, "batch_size": 2, "eval_batch_size": 8,
+                 "drift": True, "free_generation_tokens": 4},
+        "drift": {"n_docs": 4, "max_length": 16, "batch_size": 3},  # the corpus lines after the statistics' 20
         "knowedit": {"dataset": "wiki_counterfact", "methods": ["none", "memit"], "n_edits": 3, "source": "bundled"},
         "hparams": {"tiny": TINY_HP},
     }
     tiny.write_tiny_project(root, llama_tok, params)
+    with (root / "corpus.txt").open("a") as f:  # held-out text for drift: never read by the statistics
+        f.write("\n".join(tiny.CORPUS[:4]) + "\n")
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
     torch.set_num_threads(1)
@@ -190,3 +194,37 @@ def test_target_cache_location_from_environment(monkeypatch, tmp_path):
     assert paths(params)["targets"] == Path("data/cache/targets/tiny")
     monkeypatch.setenv("JEEPKIT_TARGET_CACHE", str(tmp_path / "shared"))
     assert paths(params)["targets"] == tmp_path / "shared" / "tiny"
+
+
+def test_batch_runs_carry_free_generation_drift_and_protocol_tags(workdir):
+    """Issue 14 in the batch stages: the unedited run's held-out perplexity is the same before and after and
+    its free-generation scores are those of greedy decoding by hand; an edit moves the perplexity; every
+    metric names its protocol; the per-prompt continuations are in the run directory."""
+    from jeepkit.data.schema import load_cases
+    from jeepkit.drift import perplexity
+    from jeepkit.free_generation import score_cases, summarise as summarise_free
+
+    none = pipeline.edit_and_evaluate("none", "counterfact")
+    memit = pipeline.edit_and_evaluate("memit", "counterfact")
+    for m in (none, memit):
+        assert {m["summary"][k]["protocol"] for k in ("ES", "GS", "LS", "Score")} == {"teacher_forced_prob"}
+        assert m["summary"]["free_generation"]["protocol"] == "free_generation"
+        assert m["summary"]["free_generation"]["max_new_tokens"] == 4
+        d = m["drift"]
+        assert d["protocol"] == "perplexity" and len(d["after"]) == 2  # one per chunk of 2
+        assert d["settings"]["n_docs"] == 4 and d["before"]["docs"] == 4
+    assert none["drift"]["after"] == [none["drift"]["before"]] * 2 and none["drift"]["change"] == 0.0
+    assert memit["drift"]["before"] == none["drift"]["before"]
+    assert all(a["perplexity"] != memit["drift"]["before"]["perplexity"] for a in memit["drift"]["after"])
+
+    # the unedited model's free generation, by hand
+    model, tok, _, _ = load_model(workdir / "data/models/tiny")
+    cases = load_cases(workdir / "data/datasets/counterfact.jsonl")[:4]
+    by_hand = score_cases(model, tok, cases, max_new_tokens=4)
+    run = workdir / "data/runs/main/none/counterfact/s0"
+    written = [json.loads(x) for x in (run / "free_generation.jsonl").read_text().splitlines()]
+    assert written == by_hand
+    assert {k: v for k, v in summarise_free(by_hand).items()} == {
+        k: v for k, v in none["summary"]["free_generation"].items() if k != "max_new_tokens"}
+    docs = (workdir / "corpus.txt").read_text().splitlines()[20:24]
+    assert perplexity(model, tok, docs, max_length=16, batch=3) == none["drift"]["before"]

@@ -545,3 +545,46 @@ def test_error_bars_stay_inside_0_100():
     from jeepkit.reporting.figures import _clipped_err
     err = _clipped_err(np.array([95.0, 3.0, 50.0, np.nan]), np.array([10.0, 10.0, 5.0, np.nan]))
     assert err.tolist() == [[10.0, 3.0, 5.0, 0.0], [5.0, 10.0, 5.0, 0.0]]
+
+
+# ------------------------------------------------------------------ protocols (issue 14)
+
+
+def _with_free(run: dict[str, Any], es: float, gs: float, ls: float, ppl: tuple[float, float] | None,
+               ci: float | None = 5.0) -> dict[str, Any]:
+    """A run as the batch stages write it since issue 14: free-generation scores and held-out drift."""
+    cell = lambda v: {"exact": {"mean": v, "ci95": ci, "n": 40}, "contains": {"mean": v + 1, "ci95": ci, "n": 40}}  # noqa: E731
+    run["summary"]["free_generation"] = {"protocol": "free_generation", "ES": cell(es), "GS": cell(gs), "LS": cell(ls),
+                                         "max_new_tokens": 8}
+    for k in ("ES", "GS", "LS", "Score"):
+        run["summary"][k]["protocol"] = "teacher_forced_prob"
+    if ppl is not None:
+        run["drift"] = {"protocol": "perplexity", "perplexity_before": ppl[0], "perplexity_after": ppl[1]}
+    return run
+
+
+def test_protocols_table_puts_free_generation_beside_teacher_forcing(tmp_path: Path):
+    from jeepkit.reporting import protocols_table
+
+    d = write_runs(tmp_path / "metrics", [
+        _with_free(run_json("memit", "counterfact", 98.0, 80.0, 76.0, 84.0), 87.5, 40.0, 10.0, (7.96, 8.01)),
+        _with_free(run_json("none", "counterfact", 13.0, 16.0, 84.0, 19.7), 0.0, 0.0, 12.0, (7.96, 7.96)),
+        run_json("jeep", "counterfact", 99.0, 85.0, 75.0, 85.9),  # an older run: no free generation, no drift
+    ])
+    t = protocols_table(load_metrics(d), "counterfact")
+    assert list(t.index) == ["Unedited", "MEMIT", "JEEP"]
+    assert t.loc["MEMIT", "ES teacher-forced"] == "98.0 ± 3.2" and t.loc["MEMIT", "ES free exact"] == "87.5 ± 5.0"
+    assert t.loc["MEMIT", "LS free contains"] == "11.0 ± 5.0"
+    assert t.loc["MEMIT", "perplexity before → after"] == "7.960 → 8.010"
+    assert t.loc["MEMIT", "protocol"] == "teacher_forced_prob / free_generation"
+    assert t.loc["JEEP", "ES free exact"] == "n/a" and t.loc["JEEP", "perplexity before → after"] == "not run"
+    assert "free generation" in t.attrs["note"] and "unedited row" in t.attrs["note"]
+
+
+def test_free_generation_field_errors_name_the_file(tmp_path: Path):
+    bad = _with_free(run_json("memit", "counterfact", 98.0, 80.0, 76.0, 84.0), 87.5, 40.0, 10.0, (7.9, 8.0))
+    bad["summary"]["free_generation"]["GS"]["exact"]["mean"] = 140.0
+    d = write_runs(tmp_path / "metrics", [bad])
+    with pytest.raises(InputError) as e:
+        load_metrics(d)
+    assert "summary.free_generation.GS.exact.mean" in str(e.value) and "run00_memit_counterfact.json" in str(e.value)

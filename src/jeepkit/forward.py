@@ -98,7 +98,7 @@ def freeze_prefix(model: nn.Module, seqs: list[list[int]], starts: list[int], pa
         pids = torch.tensor([q[:s] + [pad] * (n_p - s) for s, q in zip(starts, seqs)], dtype=torch.long,
                             device=device)
         real = torch.tensor(pmask, dtype=torch.bool, device=device)
-        with _packed(model.base_model, real, token_wise):
+        with _packed([model.base_model], real, token_wise):
             out = model.base_model(input_ids=pids, attention_mask=real.long(), use_cache=True)
         past = [(k.detach(), v.detach()) for k, v, *_ in out.past_key_values]
         smask = [p + m for p, m in zip(pmask, smask)]
@@ -107,8 +107,9 @@ def freeze_prefix(model: nn.Module, seqs: list[list[int]], starts: list[int], pa
     return _resume(model, frozen, layers, norm)
 
 
-def _packed(root: nn.Module, real: torch.Tensor, token_wise: Sequence[nn.Module]):
-    return packed_linears([root], real, token_wise) if not bool(real.all()) else contextlib.nullcontext()
+def _packed(roots: Sequence[nn.Module], real: torch.Tensor, token_wise: Sequence[nn.Module]):
+    """`packed_linears` over `roots`, or nothing when the batch has no padding to skip."""
+    return packed_linears(roots, real, token_wise) if not bool(real.all()) else contextlib.nullcontext()
 
 
 def _suffix_real(frozen: FrozenPrefix) -> torch.Tensor:
@@ -118,7 +119,7 @@ def _suffix_real(frozen: FrozenPrefix) -> torch.Tensor:
 def _resume(model: nn.Module, frozen: FrozenPrefix, layers: list[nn.Module] | None,
             norm: nn.Module | None) -> FrozenPrefix:
     if layers:
-        with _packed(model.base_model, _suffix_real(frozen), frozen.token_wise or ()):
+        with _packed([model.base_model], _suffix_real(frozen), frozen.token_wise or ()):
             got = layer_input(layers[0], lambda: _suffix_pass(model, frozen))
         frozen.layers, frozen.norm = list(layers), norm
         frozen.h_in, frozen.layer_args, frozen.layer_kwargs = got.h, got.args, got.kwargs
@@ -291,9 +292,7 @@ def suffix_hidden(model: nn.Module, frozen: FrozenPrefix, pack: bool = True) -> 
     cache = _cache(frozen, model)
     start = LayerInput(frozen.h_in, frozen.layer_args, frozen.layer_kwargs or {})
     layers = frozen.layers or []
-    real = _suffix_real(frozen)
-    with packed_linears(layers, real, frozen.token_wise or ()) if pack and not bool(real.all()) \
-            else contextlib.nullcontext():
+    with _packed(layers, _suffix_real(frozen), frozen.token_wise or ()) if pack else contextlib.nullcontext():
         h = run_layers(layers, start, lambda v: cache if isinstance(v, Cache) else v)
     return frozen.norm(h)
 

@@ -6,7 +6,8 @@ length and tokens. Here the model must produce the answer itself: greedy decodin
 every neighbourhood prompt (scored against that prompt's own true answer). Two matches are reported:
 `exact` — the continuation begins with the answer — and `contains` — the answer occurs anywhere in it
 (case-insensitive, whitespace collapsed, for both). Metric names carry the protocol: ES/GS/LS under
-`free_generation`, beside the `teacher_forced_prob` (CounterFact) or `teacher_forced_token_acc` (zsRE) ones.
+`free_generation`, beside the `teacher_forced_prob` (CounterFact) or `teacher_forced_token_acc` (zsRE) ones
+(each kind's tags: data/kinds.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .metrics import t_interval
 from .tokens import pad_id
 
 PROTOCOL = "free_generation"
-TEACHER_FORCED = {"counterfact": "teacher_forced_prob", "zsre": "teacher_forced_token_acc"}
+DEFAULT_TOKENS = 8  # the case study's 8 new tokens (every bundled answer is 1-4 tokens); params edit.free_generation_tokens
 MATCHES = ("exact", "contains")
 SETS = (("ES", "rewrite"), ("GS", "paraphrases"), ("LS", "locality"))
 

@@ -167,8 +167,8 @@ def summarise(per_case: list[dict[str, Any]], kind: str, *, confidence: float = 
               n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """ES/GS/LS/Score in % with per-record 95% intervals for one run (see the module docstring).
 
-    Returns {"ES": {"mean", "ci95", "n"}, "GS": ..., "LS": ..., "Score": ..., "kind", "n_records",
-    "interval"}; "mean"/"ci95" are None when undefined.
+    Returns {"ES": {"mean", "ci95", "n", "protocol"}, "GS": ..., "LS": ..., "Score": ..., "kind", "n_records",
+    "interval"}; "mean"/"ci95" are None when undefined; "protocol" is the scorer's tag (data/kinds.py).
     """
     spec = _kind(kind)
     metrics = spec.metrics
@@ -188,13 +188,14 @@ def summarise(per_case: list[dict[str, Any]], kind: str, *, confidence: float = 
                 if r[m] is not None:
                     table[i, j] = 100.0 * r[m]
         mean, hw = t_interval(vals, confidence)
-        out[m] = {"mean": _none_if_nan(mean), "ci95": _none_if_nan(hw), "n": len(vals)}
+        out[m] = {"mean": _none_if_nan(mean), "ci95": _none_if_nan(hw), "n": len(vals), "protocol": spec.protocol(m)}
     means = [out[m]["mean"] for m in spec.score_of]
     if any(v is None for v in means):
         out["Score"] = {"mean": None, "ci95": None, "n": len(per_record)}
     else:
         out["Score"] = {"mean": score(*means), "ci95": _bootstrap_score(table, confidence, n_boot, seed),
                         "n": len(per_record)}
+    out["Score"]["protocol"] = spec.protocol("Score")
     out["interval"] = {
         "/".join(metrics): f"t-interval over per-record values, confidence {confidence}",
         "Score": f"percentile bootstrap over records ({n_boot} resamples, seed {seed}), half-width",
@@ -219,6 +220,7 @@ def summarise_seeds(summaries: list[dict[str, Any]], *, confidence: float = 0.95
         per_seed = [s[m]["mean"] for s in summaries]
         vals = [v for v in per_seed if v is not None]
         mean, hw = t_interval(vals, confidence)
-        out[m] = {"mean": _none_if_nan(mean), "ci95": _none_if_nan(hw), "n": len(vals), "per_seed": per_seed}
+        out[m] = {"mean": _none_if_nan(mean), "ci95": _none_if_nan(hw), "n": len(vals), "per_seed": per_seed,
+                  "protocol": _kind(kind).protocol(m)}
     out["interval"] = f"t-interval over per-seed means, confidence {confidence}"
     return out

@@ -12,6 +12,11 @@ in every module. The scorers are implemented in `jeepkit.evaluation.SCORERS`:
 * `agrees_with_unedited`: the share of the probe's answer positions whose argmax token is the one the
   unedited model predicts there (KnowEdit Locality, survey §3.3);
 * `ngram_entropy`: fluency of a greedy continuation, weighted bi-/tri-gram entropy (×100).
+
+Every scorer names its protocol (`Scoring.protocol`), which travels with each metric into the metrics JSON,
+the tables and the ledger: teacher-forced scores are not free-generation ones ("The Mirage of Model
+Editing", ACL 2025). A kind with `free_generation` set is also scored by greedy decoding
+(`jeepkit.free_generation`) in every batch and sequential run.
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ class Scoring:
     value: str  # the per-prompt result key the metric averages
     generated: bool = False  # scores generated text (the case result's "fluency"), not teacher-forced candidates
     scale: float = 1.0  # the metric's fraction is result[value] / scale (fluency is stored ×100)
+    protocol: str = "teacher_forced_prob"  # how the model is asked: the tag every reported number carries
 
 
 SCORINGS: Mapping[str, Scoring] = MappingProxyType({
     "new_beats_true": Scoring("success"), "answer_beats_new": Scoring("success"),
-    "new_token_acc": Scoring("acc"), "answer_token_acc": Scoring("acc"), "agrees_with_unedited": Scoring("acc"),
-    "ngram_entropy": Scoring("entropy", generated=True, scale=100.0),
+    "new_token_acc": Scoring("acc", protocol="teacher_forced_token_acc"),
+    "answer_token_acc": Scoring("acc", protocol="teacher_forced_token_acc"),
+    "agrees_with_unedited": Scoring("acc", protocol="teacher_forced_agreement"),
+    "ngram_entropy": Scoring("entropy", generated=True, scale=100.0, protocol="free_generation"),
 })
 
 
@@ -61,10 +69,17 @@ class CaseKind:
     needs_portability: bool = False
     needs_locality: bool = False
     fluency_tokens: int = 0  # > 0: a greedy continuation of the rewrite prompt this long is scored for fluency
+    free_generation: bool = False  # rewrite / paraphrase / locality answers also scored by greedy decoding
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(p.metric for p in self.probe_sets))
+
+    def protocol(self, metric: str) -> str:
+        """The protocol tag of a metric; Score's is its components' one (joined with "+" when they differ)."""
+        if metric == "Score":
+            return "+".join(dict.fromkeys(self.protocol(m) for m in self.score_of))
+        return self.probe(metric).scoring.protocol
 
     def probe(self, metric: str) -> ProbeSet:
         return next(p for p in self.probe_sets if p.metric == metric)
@@ -74,11 +89,11 @@ KINDS: Mapping[str, CaseKind] = MappingProxyType({k.name: k for k in (
     CaseKind("counterfact", (ProbeSet("rewrite", "ES", "new_beats_true"),
                              ProbeSet("paraphrases", "GS", "new_beats_true"),
                              ProbeSet("locality", "LS", "answer_beats_new")),
-             score_of=("ES", "GS", "LS"), needs_true=True),
+             score_of=("ES", "GS", "LS"), needs_true=True, free_generation=True),
     CaseKind("zsre", (ProbeSet("rewrite", "ES", "new_token_acc"),
                       ProbeSet("paraphrases", "GS", "new_token_acc"),
                       ProbeSet("locality", "LS", "answer_token_acc")),
-             score_of=("ES", "GS", "LS")),
+             score_of=("ES", "GS", "LS"), free_generation=True),
     # KnowEdit (survey §3.3): Edit Succ, Portability, Locality against the unedited model, Fluency. Score here
     # is the harmonic mean of the first three (the survey defines none).
     CaseKind("knowedit", (ProbeSet("rewrite", "ES", "new_token_acc"),

@@ -198,10 +198,9 @@ def _optimise_targets_batch(model: nn.Module, tok, arch: Arch, cases: Sequence[E
             if not batches:  # the first pass has every request: its prefix pass serves every later subset
                 frozen = freeze_prefix(model, seqs, starts, pad_id(tok), in_dev, **resume)
             else:
-                first = next(iter(batches.values()))
-                n_all = first["n_rows"] // n_p  # requests in the first pass (rewrite rows, then KL rows)
-                frozen = select_rows(model, first["frozen"], [i * n_p + k for i in sel for k in range(n_p)]
-                                     + [n_all * n_p + i for i in sel])
+                first = next(iter(batches.values()))["frozen"]  # rows: every request's n_p rewrites, then KL rows
+                frozen = select_rows(model, first, [i * n_p + k for i in sel for k in range(n_p)]
+                                     + [n_c * n_p + i for i in sel])
             row_of_label = [i for i, r in enumerate(rows) for _ in r.answer_ids]
 
             def index(values: list[int]) -> torch.Tensor:

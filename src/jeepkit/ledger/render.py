@@ -33,13 +33,14 @@ def ledger_markdown(entries: Sequence[Mapping[str, Any]]) -> str:
         sub = [e for e in entries if e["artifact"] == art]
         sc = counts(sub)
         lines += ["", f"## {art}", "", ", ".join(f"{n} {v}" for v, n in sc.items() if n) + ".", "",
-                  "| id | claim | paper | ours | verdict | reason |", "|---|---|---|---|---|---|"]
+                  "| id | claim | paper | ours | protocol | verdict | reason |", "|---|---|---|---|---|---|---|"]
         for e in sub:
             paper = e["paper_value"]
             if isinstance(paper, float):
                 paper = f"{paper:.1f}" + (f" ± {e['paper_interval']:.1f}" if e.get("paper_interval") else "")
             lines.append("| " + " | ".join(_md_cell(x) for x in (e["id"], e["claim"], paper, e["reproduced"],
-                                                                  f"**{e['verdict']}**", e["reason"])) + " |")
+                                                                  e.get("protocol", ""), f"**{e['verdict']}**",
+                                                                  e["reason"])) + " |")
         scales = list(dict.fromkeys(e["scale"] for e in sub if e.get("scale")))
         if scales:
             lines += ["", "Our scale: " + " | ".join(scales)]

@@ -20,6 +20,8 @@ On a metrics tree (``metrics/{main,ablation,sweep,scaling}``, see `load_group`):
 * `ablation_frame` / `table4` -> Table 4: the seven JEEP variants and full JEEP in the paper's order.
 * `sweep_frame` / `sweep_figure` -> Fig. 6: Score/ES/GS/LS against the high clamp γ*.
 * `scaling_frame` / `scaling_figure` -> Fig. 4: Score/ES/GS/LS against the batch size m (log x, bands).
+* `protocols_table` -> beyond the paper: teacher-forced ES/GS/LS beside free generation, and held-out
+  perplexity before -> after, per method (the unedited row is the free-generation baseline).
 * `case_study_frame` -> Table 1: greedy continuations of MEMIT/PMET/JEEP-edited models.
 * `sequential_frame` / `sequential_table` / `sequential_figure` -> beyond the paper: the sequential protocol's
   curves (with PRUNE / RECT), drift and spectra, from ``metrics/sequential``.
@@ -45,8 +47,8 @@ from .loading import (
 )
 from .tables import (
     _combined, _model_text, ablation_frame, aggregate_runs, CASE_PROMPT_TYPES, case_study_frame, comparison_table,
-    format_cell, format_paper_rows, placeholder_table, results_table, scale_note, scaling_frame, sweep_frame,
-    table4, write_table,
+    format_cell, format_paper_rows, placeholder_table, protocols_table, results_table, scale_note, scaling_frame,
+    sweep_frame, table4, write_table,
 )
 from .figures import (
     bar_figure, FIGURE_METRICS, placeholder_figure, scaling_figure, sweep_figure,
@@ -61,7 +63,8 @@ __all__ = [
     "PAPER_TABLE4_NOTE", "paper_table4_values", "datasets_in", "load_group", "load_metrics", "load_scaling",
     "RUN_COLUMNS", "SCALING_COLUMNS", "_combined", "_model_text", "ablation_frame", "aggregate_runs",
     "CASE_PROMPT_TYPES", "case_study_frame", "comparison_table", "format_cell", "format_paper_rows",
-    "placeholder_table", "results_table", "scale_note", "scaling_frame", "sweep_frame", "table4", "write_table",
+    "placeholder_table", "protocols_table", "results_table", "scale_note", "scaling_frame", "sweep_frame", "table4",
+    "write_table",
     "bar_figure", "FIGURE_METRICS", "placeholder_figure", "scaling_figure", "sweep_figure", "sequential_figure",
     "sequential_frame", "sequential_table", "free_generation_table",
 ]

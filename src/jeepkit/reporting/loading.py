@@ -15,10 +15,12 @@ from ..io import read_json
 from .labels import DATASET_LABELS, METRIC_COLUMNS, TIMING_FIELDS
 
 
+FREE_COLUMNS = tuple(f"free_{m}_{rule}_{s}" for m in ("ES", "GS", "LS") for rule in ("exact", "contains")
+                     for s in ("mean", "ci95"))
 RUN_COLUMNS = (
     "method", "name", "dataset", "kind", "model", "model_id", "data_source", "n_cases", "n_edits", "batch_size", "seed",
-    *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95", "n")),
-    "interval", *TIMING_FIELDS, "file",
+    *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95", "n")), "protocol",
+    "interval", *TIMING_FIELDS, *FREE_COLUMNS, "ppl_before", "ppl_after", "file",
 )
 
 
@@ -91,7 +93,9 @@ def _run_row(obj: Any, file: str) -> dict[str, Any]:
                                 allow_none=True)
         row[f"{m}_ci95"] = _num(_get(obj, f"{base}.ci95", file), f"{base}.ci95", file, lo=0.0, allow_none=True)
         row[f"{m}_n"] = _int(obj, f"{base}.n", file)
+    row["protocol"] = str(summary["ES"].get("protocol", "")) if isinstance(summary.get("ES"), dict) else ""
     row["interval"] = _interval_text(summary.get("interval"))
+    row.update(_free_and_drift(obj, summary, file))
     timing = obj.get("timing", {})  # optional: older runs may not have it
     if not isinstance(timing, dict):
         raise InputError(f"expected an object, got {timing!r}", file=file, field="timing")
@@ -99,6 +103,24 @@ def _run_row(obj: Any, file: str) -> dict[str, Any]:
         row[t] = _num(timing[t], f"timing.{t}", file, lo=0.0) if t in timing else math.nan
     row["file"] = file
     return row
+
+
+def _free_and_drift(obj: dict[str, Any], summary: dict[str, Any], file: str) -> dict[str, float]:
+    """Free-generation ES/GS/LS (both match rules) and held-out perplexity before / after; NaN when not run."""
+    out = dict.fromkeys((*FREE_COLUMNS, "ppl_before", "ppl_after"), math.nan)
+    free = summary.get("free_generation")
+    if free is not None:
+        for m in ("ES", "GS", "LS"):
+            for rule in ("exact", "contains"):
+                base = f"summary.free_generation.{m}.{rule}"
+                cell = _get(obj, base, file)
+                out[f"free_{m}_{rule}_mean"] = _num(cell.get("mean"), f"{base}.mean", file, lo=0.0, hi=100.0,
+                                                    allow_none=True)
+                out[f"free_{m}_{rule}_ci95"] = _num(cell.get("ci95"), f"{base}.ci95", file, lo=0.0, allow_none=True)
+    if obj.get("drift") is not None:
+        out["ppl_before"] = _num(_get(obj, "drift.perplexity_before", file), "drift.perplexity_before", file, lo=1.0)
+        out["ppl_after"] = _num(_get(obj, "drift.perplexity_after", file), "drift.perplexity_after", file, lo=1.0)
+    return out
 
 
 def load_metrics(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike], *,

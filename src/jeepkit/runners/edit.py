@@ -44,6 +44,15 @@ def split_timing(obj: Any, into: dict[str, float] | None = None) -> tuple[Any, d
     return obj, into
 
 
+def generation_tokens(params: dict[str, Any], kind: str) -> int:
+    """New tokens per free-generation probe for a kind's cases; 0 when its kind is not scored that way."""
+    from ..free_generation import DEFAULT_TOKENS
+
+    if not KINDS[kind].free_generation:
+        return 0
+    return int((params.get("edit") or {}).get("free_generation_tokens", DEFAULT_TOKENS))
+
+
 def run_name(method: str, overrides: dict[str, Any]) -> str:
     return method + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
 
@@ -93,6 +102,26 @@ class Session:
         self.prefixes = (self.prefix_cache.get(self.model, self.tok, self.target_ident, self.seed)
                          if spec.kind != "unedited" else [])
         self._pristine: Pristine | None = None
+        self._heldout: tuple[list[str], Any] | None = None
+
+    # -- general-capability drift (issue 14): perplexity of held-out text the statistics never read
+
+    def drift_on(self) -> bool:
+        """`edit.drift`; the `drift` block it reads is required then (a clear error before any edit)."""
+        return bool(self.e.get("drift", False))
+
+    def perplexity(self) -> dict[str, Any]:
+        from ..drift import cached_heldout, drift_settings, perplexity
+
+        if self._heldout is None:
+            self._heldout = cached_heldout(self.params, self.model, self.tok, self.p["targets"], self.ident)
+        d = drift_settings(self.params)
+        return perplexity(self.model, self.tok, self._heldout[0], max_length=d["max_length"], batch=d["batch"])
+
+    def drift_protocol(self) -> dict[str, Any]:
+        from ..drift import drift_settings
+
+        return {**drift_settings(self.params), "corpus": self.params["stats"]["corpus"], "protocol": "perplexity"}
 
     def _preflight(self, needs: list[tuple[str, int]]) -> None:
         """Layer indices in range, statistics present and of the right shape, prompts within the context."""
@@ -121,10 +150,13 @@ class Session:
         return self._pristine
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
-                   progress: bool = True, restore: bool = True) -> dict[str, Any]:
+                   progress: bool = True, restore: bool = True, free_generation: int = 0,
+                   drift: bool = False) -> dict[str, Any]:
         """Edit each chunk on the original model, evaluate it, restore; chunks are independent.
 
-        `restore=False` leaves the last chunk's edit in place (nothing uses the model afterwards).
+        `free_generation` > 0 also scores each chunk by greedy decoding of that many tokens; `drift` records
+        the held-out perplexity of each chunk's edited model. `restore=False` leaves the last chunk's edit in
+        place (nothing uses the model afterwards).
         """
         from ..editing.recipe import EditContext
         from ..editing.run import edit
@@ -132,7 +164,10 @@ class Session:
 
         ctx = EditContext(self.model, self.tok, self.arch, self.cov.get, self.prefixes, self.target_ident,
                           self.cache, self.runtime)
+        from ..free_generation import score_cases
+
         out: dict[str, Any] = {"per_case": [], "infos": [], "deltas": {}, "case_study": None,
+                               "free_generation": [], "drift_after": [],
                                "timing": {"target_seconds": 0.0, "edit_seconds": 0.0, "eval_seconds": 0.0}}
         n_chunks = -(-len(cases) // chunk)
         pristine = self._snapshot() if restore or n_chunks > 1 else None
@@ -146,6 +181,11 @@ class Session:
             out["per_case"] += evaluate_cases(self.model, self.tok, part, progress=progress,
                                               batch_size=self.runtime.eval_rows,
                                               reference=None if ref is None else ref[c0:c0 + chunk])
+            if free_generation:
+                out["free_generation"] += score_cases(self.model, self.tok, part, max_new_tokens=free_generation,
+                                                      batch_size=self.runtime.eval_rows)
+            if drift:
+                out["drift_after"].append(self.perplexity())
             if case_study and out["case_study"] is None:
                 c = part[0]
                 prompts = [c.rewrite_prompt] + list(c.paraphrases[:1]) + [lp.prompt for lp in c.locality[:1]]
@@ -174,8 +214,11 @@ class Session:
                 "covariance": self.cov.describe(), "code": code_version(), "device": self.device}
 
     def finish(self, group: str, name: str, timing: dict[str, Any]) -> None:
-        """A stage's last writes, after its outputs: newly sampled prefixes into their cache, its wall times."""
+        """A stage's last writes, after its outputs: newly sampled prefixes and held-out text into their
+        caches, its wall times."""
         self.prefix_cache.flush()
+        if self._heldout is not None and self._heldout[1] is not None:
+            write_json(self._heldout[1], self._heldout[0])
         write_json(self.p["timings"] / group / f"{name}_{self.dataset}_s{self.seed}.json",
                    {"method": self.method, "dataset": self.dataset, "seed": self.seed, "finished": time.time(),
                     "target_cache": {"hits": self.cache.hits, "misses": self.cache.misses},
@@ -192,12 +235,21 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
     n_edits = min(int(n_edits or s.e["n_edits"]), len(s.cases))
     cases = s.cases[:n_edits]
     batch = min(int(s.e.get("batch_size") or n_edits), n_edits)
-    out = s.run_chunks(cases, batch, case_study=True, restore=False)
+    tokens = generation_tokens(s.params, cases[0].kind)
+    before = s.perplexity() if s.drift_on() else None  # the unedited model's
+    out = s.run_chunks(cases, batch, case_study=True, restore=False, free_generation=tokens,
+                       drift=before is not None)
     summary = summarise(out["per_case"], cases[0].kind)
+    if tokens:
+        from ..free_generation import summarise as summarise_free
+
+        summary["free_generation"] = {**summarise_free(out["free_generation"]), "max_new_tokens": tokens}
     name = run_name(method, overrides)
     run_dir = s.p["runs"] / group / name / dataset / f"s{s.seed}"
     with atomic_dir(run_dir) as tmp:
         write_jsonl(tmp / "cases.jsonl", out["per_case"])
+        if tokens:
+            write_jsonl(tmp / "free_generation.jsonl", out["free_generation"])
         save_cases(tmp / "requests.jsonl", cases)
         for fname, (tensors, ids) in out["deltas"].items():
             faults.checkpoint("deltas")
@@ -207,6 +259,8 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
                                        "targets": {"n": n_targets, "keys": list(s.cache.used)}})
     metrics = {**s.header(n_edits, batch), "group": group, "name": name, "hparams": s.hp, "summary": summary,
                "work": work_summary(out["infos"]), "case_study": out["case_study"]}
+    if before is not None:
+        metrics["drift"] = drift_record(before, out["drift_after"], s.drift_protocol())
     faults.checkpoint("metrics")
     write_json(s.p["metrics"] / group / f"{name}_{dataset}_s{s.seed}.json", metrics)
     s.finish(group, name, out["timing"])
@@ -214,6 +268,14 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
                      for k in (*KINDS[cases[0].kind].metrics, "Score"))
     print(f"{name} on {dataset} ({n_edits} edits, seed {s.seed}): {shown}  [{out['timing']['edit_seconds']:.0f} s edit]")
     return metrics
+
+
+def drift_record(before: dict[str, Any], after: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """Held-out perplexity before editing and after each chunk's edit; `perplexity_after` is the chunks' mean."""
+    mean_after = sum(a["perplexity"] for a in after) / len(after)
+    return {"protocol": "perplexity", "settings": settings, "before": before, "after": after,
+            "perplexity_before": before["perplexity"], "perplexity_after": mean_after,
+            "change": mean_after - before["perplexity"]}
 
 
 def work_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -30,10 +30,9 @@ from ..errors import ConfigError
 from ..io import atomic_dir, write_json, write_jsonl
 from ..metrics import summarise
 from ..params import ParamsLike, need, paths, resolve_params
-from .edit import Session, split_timing, work_summary
+from .edit import Session, generation_tokens, split_timing, work_summary
 
 REGULARISERS = ("none", "rect")
-GENERATION_TOKENS = 8  # free-generation budget: the case study's 8 tokens (every bundled answer is 1-4 tokens)
 LOCATE_THEN_EDIT = ("closed_form", "sequential")  # kinds PRUNE and RECT apply to (MethodSpec.kind)
 
 
@@ -76,21 +75,17 @@ class SequentialRun:
     """One method (and regulariser) through the whole protocol on one Session's model."""
 
     def __init__(self, s: Session, regulariser: str):
-        from ..drift import cached_heldout, drift_settings
-
         check_run(s.params, s.method, regulariser)
         sq = need(s.params, "sequential")
         self.prune = dict(sq.get("prune") or {})
         self.s, self.regulariser = s, regulariser
         self.rect_top = float(sq.get("rect_top_percent", 20))
-        self.generation_tokens = GENERATION_TOKENS
+        self.generation_tokens = generation_tokens(s.params, s.cases[0].kind)
         self.total, self.batch = protocol(s.params, len(s.cases), s.dataset)
         self.cases = s.cases[:self.total]
         from ..tokens import check_context
 
         check_context(s.tok, s.model, self.cases, file=str(s.p["datasets"] / f"{s.dataset}.jsonl"))
-        self.drift = drift_settings(s.params)
-        self.docs, self.docs_to_store = cached_heldout(s.params, s.model, s.tok, s.p["targets"], s.ident)
         self.pristine = s._snapshot()
         self.matrices = [n for n in self.pristine.kept if self.pristine.kept[n].dim() == 2]
         self._original_sv: dict[str, torch.Tensor] = {}
@@ -103,19 +98,15 @@ class SequentialRun:
                 for n, w0 in self.pristine.kept.items()}
 
     def perplexity(self) -> dict[str, Any]:
-        from ..drift import perplexity
-
-        return perplexity(self.s.model, self.s.tok, self.docs, max_length=self.drift["max_length"],
-                          batch=self.drift["batch"])
+        return self.s.perplexity()
 
     def score(self, upto: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from ..evaluation import evaluate_cases
-        from ..free_generation import TEACHER_FORCED
 
         per_case = evaluate_cases(self.s.model, self.s.tok, self.cases[:upto], progress=False,
                                   batch_size=self.s.runtime.eval_rows)
         kind = self.cases[0].kind
-        return {"protocol": TEACHER_FORCED.get(kind, "teacher_forced"), "all_so_far": summarise(per_case, kind),
+        return {"protocol": KINDS[kind].protocol("ES"), "all_so_far": summarise(per_case, kind),
                 "first_batch": summarise(per_case[:self.batch], kind),
                 "latest_batch": summarise(per_case[upto - self.batch:upto], kind)}, per_case
 
@@ -260,7 +251,7 @@ def sequential(method: str, dataset: str, params: ParamsLike = "params.yaml", *,
     metrics = {**s.header(run.total, run.batch), "group": "sequential", "name": name, "hparams": s.hp,
                "protocol": {"total": run.total, "batch": run.batch, "regulariser": regulariser,
                             "rect_top_percent": run.rect_top if regulariser == "rect" else None,
-                            "prune": run.prune or None, "drift": {**run.drift, "corpus": params["stats"]["corpus"]},
+                            "prune": run.prune or None, "drift": s.drift_protocol(),
                             "targets": "optimised on the model as it stands before each batch"},
                "drift_before": out["drift_before"], "checkpoints": out["checkpoints"],
                "summary": out["checkpoints"][-1]["summary"]["all_so_far"],
@@ -268,8 +259,6 @@ def sequential(method: str, dataset: str, params: ParamsLike = "params.yaml", *,
                "methods_in_group": list(sq.get("methods", []))}
     faults.checkpoint("metrics")
     write_json(s.p["metrics"] / "sequential" / f"{name}_{dataset}_s{s.seed}.json", metrics)
-    if run.docs_to_store is not None:  # the held-out text into the scratch cache, after the outputs
-        write_json(run.docs_to_store, run.docs)
     s.finish("sequential", name, out["timing"])
     kinds = KINDS[run.cases[0].kind].metrics
     last = out["checkpoints"][-1]["summary"]["all_so_far"]
