@@ -82,6 +82,19 @@ def wait_for(conf: Path, job: str, timeout: float = 900) -> str:
     raise AssertionError(f"job {job} still running after {timeout} s")
 
 
+def wait_idle(conf: Path, timeout: float = 900) -> None:
+    """Until no job is left in the queue: a killed job cancels the final job at once, while a sibling job of
+    the same submission may still be running (and RESUME=1 refuses while one is)."""
+    e = {**env(), "SLURM_CONF": str(conf)}
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        r = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, env=e)
+        if r.returncode == 0 and not r.stdout.strip():
+            return
+        time.sleep(2)
+    raise AssertionError(f"jobs still queued after {timeout} s: {r.stdout}")
+
+
 def lock_entries(project: Path) -> dict:
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     return {s: lock[s] for s in STAGES}
@@ -140,6 +153,7 @@ def test_cluster_equals_local_run_and_resumes_after_a_killed_job(slurm, local_ru
     assert r.returncode == 0, r.stderr
     t0 = time.time()
     assert wait_for(slurm, final_job(r.stdout)) != "COMPLETED"
+    wait_idle(slurm)  # the unedited stage's job may still be running when the killed one cancels the final job
     gdir = next((p / ".dvc/tmp/cluster").glob("*/grid.json")).parent
     done = {json.loads(f.read_text())["stage"] for f in (gdir / "done").glob("*.json")}
     assert "edit@memit-counterfact-0" not in done and TARGET not in done
