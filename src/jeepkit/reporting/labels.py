@@ -6,21 +6,23 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
+from ..data.registry import DATASETS
+from ..editing.run import METHODS
+
 
 METRIC_COLUMNS = ("Score", "ES", "GS", "LS")  # the paper's column order
 
 
 TIMING_FIELDS = ("target_seconds", "edit_seconds", "eval_seconds")
 
-# Method key in params/metrics -> the paper's row label, in the paper's row order.
-METHOD_LABELS: Mapping[str, str] = MappingProxyType({
-    "none": "Unedited", "ft_wd": "FT-WD", "ft_l": "FT-L", "ft_m": "FT-M", "rome": "ROME", "memit": "MEMIT",
-    "pmet": "PMET", "alphaedit": "AlphaEdit", "jeep": "JEEP", "kne": "KNE",
-})
-DATASET_LABELS: Mapping[str, str] = MappingProxyType({"counterfact": "CounterFact", "mcf": "Multi-CounterFact",
-                                                       "zsre": "zsRE"})
-# Which paper table a dataset is compared against (Table 2 is zsRE, Table 3 is Multi-CounterFact).
-PAPER_TABLE_FOR: Mapping[str, str] = MappingProxyType({"zsre": "table2", "counterfact": "table3", "mcf": "table3"})
+# Method key in params/metrics -> its row label, in the paper's row order: read from the method registry
+# (each method's SPEC.label), so a new method needs no entry here.
+METHOD_LABELS: Mapping[str, str] = MappingProxyType({name: spec.label for name, spec in METHODS.items()})
+# Dataset key -> its label, and the paper table each is compared against (Table 2 is zsRE, Table 3 is
+# Multi-CounterFact): read from the dataset registry.
+DATASET_LABELS: Mapping[str, str] = MappingProxyType({name: d.label for name, d in DATASETS.items()})
+PAPER_TABLE_FOR: Mapping[str, str] = MappingProxyType({name: d.paper_table for name, d in DATASETS.items()
+                                                       if d.paper_table})
 
 QUOTED = "quoted, not reproduced"
 # Our rows are runs of this package; whether they reproduce the paper is the ledger's verdict, not the table's.
