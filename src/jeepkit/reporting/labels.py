@@ -3,11 +3,17 @@ status and interval wording. Labels only; the paper's numbers are in `paper.py` 
 
 from __future__ import annotations
 
+import warnings
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
+from tqdm import TqdmWarning
+
 from ..data.registry import DATASETS
-from ..editing.run import METHODS
+
+with warnings.catch_warnings():  # the editors' tqdm.auto warns in a notebook kernel without ipywidgets; the
+    warnings.simplefilter("ignore", TqdmWarning)  # reports' notebooks would carry a machine path in that warning
+    from ..editing.run import METHODS
 
 
 METRIC_COLUMNS = ("Score", "ES", "GS", "LS")  # the paper's column order
