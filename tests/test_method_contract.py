@@ -114,3 +114,24 @@ def test_params_yaml_blocks_build_for_every_method_and_model():
             assert name in block, f"hparams.{model_key} lacks {name}"
             for ds in params["data"]["datasets"]:
                 method_spec(name).hparams.from_dict(method_hparams({**params, "model": {"key": model_key}}, name, ds))
+
+
+def test_stage_groups_are_read_from_the_params_schema():
+    """Every group whose schema has `methods` is checked the same way (no list of group names to keep in step):
+    a misspelt method in the KnowEdit group is refused like one in `edit`, and one without hparams names its group."""
+    from jeepkit.config import DATASET_SECTIONS, METHOD_SECTIONS, validate_params
+
+    assert {"edit", "scaling", "knowedit", "sequential"} <= set(METHOD_SECTIONS)
+    assert {"knowedit", "sequential", "ablation"} <= set(DATASET_SECTIONS)
+    params = load_params("params.yaml")
+    for section in ("knowedit", "sequential"):
+        bad = copy.deepcopy(params)
+        bad[section]["methods"] = ["memitt"]
+        with pytest.raises(ConfigError, match=rf"{section}\.methods: unknown method 'memitt'.*memit"):
+            check_params(bad)
+    bad = copy.deepcopy(params)
+    del bad["hparams"][bad["model"]["key"]]["kne"]
+    bad["edit"]["methods"] = [m for m in bad["edit"]["methods"] if m != "kne"]
+    bad["knowedit"]["methods"] = ["kne"]
+    with pytest.raises(ConfigError, match=r"hparams\.smollm2\.kne: missing .*knowedit"):
+        validate_params(bad)

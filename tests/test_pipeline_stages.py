@@ -228,3 +228,48 @@ def test_batch_runs_carry_free_generation_drift_and_protocol_tags(workdir):
         k: v for k, v in none["summary"]["free_generation"].items() if k != "max_new_tokens"}
     docs = (workdir / "corpus.txt").read_text().splitlines()[20:24]
     assert perplexity(model, tok, docs, max_length=16, batch=3) == none["drift"]["before"]
+
+
+def test_batch_run_scores_generation_prompts_when_the_cases_have_them(workdir, tmp_path):
+    """Issue 14, MEMIT's generation metrics: cases with generation prompts (the official CounterFact layout) get
+    Fluency and Consistency in the summary and their texts in generation.jsonl; the bundled cases, which have
+    none, get neither (the committed runs do not change); a missing snippet file is one clear error."""
+    from dataclasses import replace
+
+    from jeepkit.data.schema import load_cases, save_cases
+    from jeepkit.errors import InputError
+    from jeepkit.generation_metrics import GenerationScorer, GenerationSettings
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    plain = pipeline.edit_and_evaluate("none", "counterfact", params, group="gen_plain", n_edits=2)
+    assert "generation" not in plain["summary"]
+    assert not (workdir / "data/runs/gen_plain/none/counterfact/s0/generation.jsonl").exists()
+
+    data = workdir / "data/datasets/counterfact.jsonl"
+    original = data.read_bytes()
+    cases = load_cases(data)
+    snips = tmp_path / "attribute_snippets.json"
+    snips.write_text(json.dumps([{"relation_id": c.relation_id, "target_id": f"Q{i}", "samples": [
+        {"text": f"{c.target_new} is where {c.subject} and others are."}]} for i, c in enumerate(cases[:2])]))
+    rich = [replace(c, generation_prompts=(c.rewrite_prompt, f"{c.subject} is"), target_new_id=f"Q{i}")
+            for i, c in enumerate(cases)]
+    params["generation"] = {"max_length": 10, "top_k": 5, "seed": 0, "attribute_snippets": str(snips)}
+    try:
+        save_cases(data, rich)
+        got = pipeline.edit_and_evaluate("memit", "counterfact", params, group="gen_rich", n_edits=2)
+        run = workdir / "data/runs/gen_rich/memit/counterfact/s0"
+        rows = [json.loads(x) for x in (run / "generation.jsonl").read_text().splitlines()]
+        g = got["summary"]["generation"]
+        assert g["protocol"] == "free_generation" and g["settings"] == {"max_length": 10, "top_k": 5, "seed": 0}
+        assert g["GE"]["n"] == 2 and g["RS"]["n"] == 2 and [r["case_id"] for r in rows] == [c.case_id for c in rich[:2]]
+        assert g["GE"]["mean"] == pytest.approx(sum(r["fluency"] for r in rows) / 2, abs=1e-5)
+        # the last chunk's edit is left in place: its texts are those of the scorer on the edited model
+        model_texts = rows[1]["texts"]
+        assert all(t.startswith(p) for t, p in zip(model_texts, rich[1].generation_prompts))
+        params["generation"]["attribute_snippets"] = str(tmp_path / "missing.json")
+        with pytest.raises(InputError, match="missing.json"):
+            pipeline.edit_and_evaluate("none", "counterfact", params, group="gen_bad", n_edits=2)
+        assert not (workdir / "data/runs/gen_bad").exists()
+    finally:
+        data.write_bytes(original)
+    assert not GenerationScorer(GenerationSettings(max_length=0)).applies(rich)  # 0: off

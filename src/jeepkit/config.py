@@ -63,6 +63,9 @@ SECTIONS: dict[str, dict[str, F]] = {
                    "regularisers": F("strs", choices=("none", "rect")), "total": F("int", True, lo=1),
                    "batch": F("int", True, lo=1), "rect_top_percent": F("num", gt=0.0, hi=100.0),
                    "prune": F("map", nullable=True)},
+    "generation": {"max_length": F("int", lo=0), "top_k": F("int", lo=1), "seed": F("int", lo=0),
+                   "attribute_snippets": F("str", nullable=True), "idf": F("str", nullable=True),
+                   "tfidf_vocab": F("str", nullable=True)},
     "drift": {"n_docs": F("int", True, lo=1), "max_length": F("int", True, lo=2), "seed": F("int", lo=0),
               "batch_size": F("int", lo=1)},
     "run": {"memory_budget_gb": F("num", nullable=True, gt=0.0), "solve_on": F("str", choices=("weight", "cpu")),
@@ -76,6 +79,9 @@ SECTIONS: dict[str, dict[str, F]] = {
 TOP: dict[str, F] = {"profile": F("str", nullable=True), "seed": F("int", lo=0), "seeds": F("ints", lo=0, nonempty=True),
                      "hparams": F("map", True), **{k: F("map") for k in SECTIONS}}
 PRUNE: dict[str, F] = {"alpha": F("num", nullable=True, gt=1.0), "every": F("bool")}
+# The stage groups that run methods / name a dataset, read from their schemas: a new group is one SECTIONS entry.
+METHOD_SECTIONS = tuple(k for k, v in SECTIONS.items() if "methods" in v)
+DATASET_SECTIONS = tuple(k for k, v in SECTIONS.items() if "dataset" in v)
 REQUIRED_SECTIONS = ("model",)  # the others are checked when present; a stage that needs one says so
 
 def _unknown(key: str, known: Mapping[str, Any], where: str) -> ConfigError:
@@ -180,10 +186,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
                     raise ConfigError(f"params: {where}.by_dataset.{ds}: expected a mapping, got {over!r}")
     if key not in table:
         raise ConfigError(f"params: model.key {key!r} has no hparams block; known: {sorted(table)}")
-    used = [m for section in ("edit", "scaling", "knowedit", "sequential")
-            for m in (params.get(section) or {}).get("methods", [])]
+    used = [m for section in METHOD_SECTIONS for m in (params.get(section) or {}).get("methods", [])]
     for m in used:
         if m not in table[key]:
-            raise ConfigError(f"params: hparams.{key}.{m}: missing (edit, scaling, knowedit or sequential .methods "
-                              "runs it)")
+            raise ConfigError(f"params: hparams.{key}.{m}: missing (a .methods list of "
+                              f"{', '.join(METHOD_SECTIONS)} runs it)")
     return params

@@ -12,6 +12,7 @@ every neighbourhood prompt (scored against that prompt's own true answer). Two m
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Any, Sequence
@@ -39,13 +40,26 @@ def matches(continuation: str, answer: str) -> dict[str, bool]:
     return {"exact": bool(a) and c.startswith(a), "contains": bool(a) and a in c}
 
 
-@torch.no_grad()
 def greedy(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32) -> list[str]:
-    """Greedy continuations with a key/value cache: prompts left-padded, positions from the mask.
+    """Greedy continuations with a key/value cache (`decode` with argmax): each stripped, without its prompt."""
+    return decode(model, tok, prompts, max_new_tokens, batch_size)
+
+
+def _row_seed(seed: int, prompt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()[:8], "little") >> 1
+
+
+@torch.no_grad()
+def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32, *,
+           top_k: int = 0, seed: int = 0, max_length: int | None = None, keep_prompt: bool = False) -> list[str]:
+    """Continuations with a key/value cache: prompts left-padded, positions from the mask.
 
     Each step feeds one token per row, so n new tokens cost n single-token passes instead of n passes over
-    the whole sequence. A row stops at EOS. The continuation is decoded with its prompt and the decoded
-    prompt cut off (a word-start space stays right), then stripped.
+    the whole sequence. A row stops at EOS, after `max_new_tokens`, or (when given) once prompt and continuation
+    hold `max_length` tokens (MEMIT's max_out_len). `top_k` = 0 takes the argmax; `top_k` > 0 samples from the
+    k most probable tokens (MEMIT's generation metrics) with one generator per prompt, seeded by (`seed`, prompt),
+    so a text does not depend on the batch it ran in. The continuation is decoded with its prompt and the decoded
+    prompt cut off (a word-start space stays right), then stripped; `keep_prompt` returns prompt + continuation.
     """
     dev, pad, eos = input_device(model), pad_id(tok), tok.eos_token_id
     was_training = model.training
@@ -53,31 +67,48 @@ def greedy(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, b
     out: list[str] = []
     try:
         for b in range(0, len(prompts), batch_size):
-            starts = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts[b:b + batch_size]]
+            chunk = prompts[b:b + batch_size]
+            starts = [tok(p, add_special_tokens=True)["input_ids"] for p in chunk]
             width = max(len(s) for s in starts)
             ids = torch.tensor([[pad] * (width - len(s)) + s for s in starts], dtype=torch.long, device=dev)
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in starts], dtype=torch.long, device=dev)
             pos = (mask.cumsum(1) - 1).clamp_min(0)
+            budget = [max_new_tokens if max_length is None else min(max_new_tokens, max(0, max_length - len(s)))
+                      for s in starts]
+            gens = ([torch.Generator(device=dev).manual_seed(_row_seed(seed, p)) for p in chunk] if top_k > 0
+                    else None)
             new = [[] for _ in starts]
-            done = torch.zeros(len(starts), dtype=torch.bool, device=dev)
+            done = torch.tensor([n == 0 for n in budget], dtype=torch.bool, device=dev)
             past, cur = None, ids
-            for _ in range(max_new_tokens):
+            for _ in range(max(budget, default=0)):
+                if bool(done.all()):
+                    break
                 res = model(input_ids=cur, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
                 past = res.past_key_values
-                nxt = res.logits[:, -1].argmax(-1)
+                last = res.logits[:, -1]
+                if gens is None:
+                    nxt = last.argmax(-1)
+                else:
+                    top = last.float().topk(top_k, dim=-1)
+                    probs = torch.softmax(top.values, dim=-1)
+                    pick = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(gens)])
+                    nxt = top.indices.gather(1, pick[:, None])[:, 0]
                 if eos is not None:
                     done = done | (nxt == eos)
                 for i, t in enumerate(nxt.tolist()):
                     if not bool(done[i]):
                         new[i].append(int(t))
-                if bool(done.all()):
-                    break
+                        if len(new[i]) >= budget[i]:
+                            done[i] = True
                 cur = nxt[:, None]
                 mask = torch.cat([mask, torch.ones_like(cur)], 1)
                 pos = pos[:, -1:] + 1
             for s0, s in zip(starts, new):
                 head = tok.decode(s0, skip_special_tokens=True)
                 full = tok.decode(s0 + s, skip_special_tokens=True)
+                if keep_prompt:
+                    out.append(full.strip())
+                    continue
                 text = full[len(head):] if full.startswith(head) else tok.decode(s, skip_special_tokens=True)
                 out.append(text.strip())
     finally:

@@ -120,7 +120,7 @@ def _self_documents(model: nn.Module, tok, n: int, max_length: int, seed: int, b
     lengths = {w: len(tok(w, add_special_tokens=True)["input_ids"]) for w in words}
     starts = [w for w in words if lengths[w] == min(lengths.values())]  # equal lengths: no padding needed
     docs: list[str] = []
-    for b in tqdm(range(0, n, batch), desc="sampling covariance corpus", leave=False):
+    for b in tqdm(range(0, n, batch), desc="sampling text from the model", leave=False):
         m = min(batch, n - b)
         seqs = [tok(starts[(b + i) % len(starts)], add_special_tokens=True)["input_ids"] for i in range(m)]
         width = len(seqs[0])

@@ -82,6 +82,7 @@ def _rome_counterfact(rec: _Record, source: str) -> EditCase:
         raise rec.error(f"subject placeholder '{{}}' does not occur in the prompt template {prompt!r}", f"{rw}.prompt")
     target_true = rec.target(f"{rw}.target_true.str")
     relation = rec.raw[rw].get("relation_id")
+    new_id = rec.raw[rw]["target_new"].get("id")  # keys the attribute snippets of Consistency
     return EditCase(
         case_id=str(rec.get("case_id")),
         kind="counterfact",
@@ -94,6 +95,8 @@ def _rome_counterfact(rec: _Record, source: str) -> EditCase:
         locality=tuple(LocalityPrompt(p, target_true) for p in rec.strings("neighborhood_prompts")),
         relation_id=None if relation is None else str(relation),
         source=source,
+        generation_prompts=rec.strings("generation_prompts") if "generation_prompts" in rec.raw else (),
+        target_new_id=None if new_id is None else str(new_id),
     )
 
 

@@ -51,6 +51,10 @@ class EditCase:
     relation_id: str | None = None
     source: str = ""  # which reader/data source produced the record
     portability: tuple[Probe, ...] = ()
+    # the official CounterFact's generation prompts and target_new id (MEMIT's Fluency / Consistency); absent from
+    # the mirror's EasyEdit-style records and from every bundled case, and then not written
+    generation_prompts: tuple[str, ...] = ()
+    target_new_id: str | None = None
 
     def _texts(self):
         yield "prompt", self.prompt
@@ -64,6 +68,8 @@ class EditCase:
             for i, lp in enumerate(getattr(self, name)):
                 yield f"{name}[{i}].prompt", lp.prompt
                 yield f"{name}[{i}].answer", lp.answer
+        for i, p in enumerate(self.generation_prompts):
+            yield f"generation_prompts[{i}]", p
 
     @property
     def rewrite_prompt(self) -> str:
@@ -76,6 +82,12 @@ class EditCase:
         d.pop("portability")
         if self.portability:  # absent when empty, so CounterFact / zsRE files keep their bytes
             d["portability"] = [x.to_dict() for x in self.portability]
+        for key in ("generation_prompts", "target_new_id"):  # the same: only the official files have them
+            d.pop(key)
+        if self.generation_prompts:
+            d["generation_prompts"] = list(self.generation_prompts)
+        if self.target_new_id is not None:
+            d["target_new_id"] = self.target_new_id
         return d
 
     @classmethod
@@ -112,6 +124,9 @@ class EditCase:
                                  field=name) from None
 
         loc = probes("locality")
+        gen = d.get("generation_prompts", [])
+        if not isinstance(gen, list):
+            raise InputError("expected a list of strings", file=file, record=record, field="generation_prompts")
         case = cls(
             case_id=need("case_id"),
             kind=need("kind"),
@@ -124,6 +139,8 @@ class EditCase:
             relation_id=None if d.get("relation_id") is None else str(d["relation_id"]),
             source=str(d.get("source", "")),
             portability=probes("portability"),
+            generation_prompts=tuple(text("generation_prompts", p) for p in gen),
+            target_new_id=text("target_new_id", d.get("target_new_id"), optional=True),
         )
         case.validate(file=file, record=record)
         return case

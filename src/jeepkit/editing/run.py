@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..data.schema import EditCase
-from ..config import check_value
+from ..config import METHOD_SECTIONS, check_value
 from ..errors import ConfigError, did_you_mean
 from ..forward import grouped_kv_attention
 from . import alphaedit, ft_l, ft_wd, jeep, kne, memit, pmet, rome
@@ -38,9 +38,9 @@ def method_spec(name: str) -> MethodSpec:
 
 def check_params(params: Mapping[str, Any]) -> None:
     """Every `hparams.<model>.<method>` block (and its `by_dataset` overrides) against its method's fields,
-    the methods `edit.methods` / `scaling.methods` / `knowedit.methods` / `sequential.methods` name, and the
-    JEEP variants `ablation.variants` names."""
-    for section in ("edit", "scaling", "knowedit", "sequential"):
+    the methods every stage group's `methods` list names (config.METHOD_SECTIONS), and the JEEP variants
+    `ablation.variants` names."""
+    for section in METHOD_SECTIONS:
         for m in (params.get(section) or {}).get("methods", []):
             if m not in METHODS:
                 raise ConfigError(f"params: {section}.methods: unknown method {m!r}"

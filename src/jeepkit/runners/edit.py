@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from .. import faults
+from ..config import DATASET_SECTIONS
 from ..data.kinds import KINDS
 from ..data.schema import load_cases, save_cases
 from ..editing.deltas import Pristine, save_deltas
@@ -79,11 +80,11 @@ class Session:
         spec.hparams.check(overrides, where="--set", partial=True)
         self.hparams = spec.hparams.from_dict(self.hp, where=f"hparams.{params['model']['key']}.{method}")
         self.overrides = overrides
-        known = list(need(params, "data.datasets"))
-        if params.get("knowedit"):
-            known.append(params["knowedit"]["dataset"])
+        named = [*need(params, "data.datasets"), *((params.get(s) or {}).get("dataset") for s in DATASET_SECTIONS)]
+        known = [d for d in dict.fromkeys(named) if d is not None]
         if dataset not in known:
-            raise ConfigError(f"unknown dataset {dataset!r}; params data.datasets (and knowedit.dataset) list {known}")
+            raise ConfigError(f"unknown dataset {dataset!r}; params data.datasets and the stage groups' "
+                              f"`dataset` list {known}")
         data_file = p["datasets"] / f"{dataset}.jsonl"
         self.cases = load_cases(data_file)
         if not self.cases:
@@ -103,6 +104,20 @@ class Session:
                          if spec.kind != "unedited" else [])
         self._pristine: Pristine | None = None
         self._heldout: tuple[list[str], Any] | None = None
+        from ..generation_metrics import GenerationSettings, check_files
+
+        self.generation_settings = GenerationSettings.from_params(params)
+        check_files(self.generation_settings)
+        self._generation = None
+
+    def generation_scorer(self, cases: list):
+        """MEMIT's Fluency / Consistency scorer when these cases carry generation prompts (official CounterFact)
+        and `generation.max_length` > 0; else None. Snippets and vectoriser are loaded once."""
+        from ..generation_metrics import GenerationScorer
+
+        if self._generation is None:
+            self._generation = GenerationScorer(self.generation_settings)
+        return self._generation if self._generation.applies(cases) else None
 
     # -- general-capability drift (issue 14): perplexity of held-out text the statistics never read
 
@@ -151,11 +166,12 @@ class Session:
 
     def run_chunks(self, cases: list, chunk: int, *, keep_deltas: bool = True, case_study: bool = False,
                    progress: bool = True, restore: bool = True, free_generation: int = 0,
-                   drift: bool = False) -> dict[str, Any]:
+                   generation: bool = False, drift: bool = False) -> dict[str, Any]:
         """Edit each chunk on the original model, evaluate it, restore; chunks are independent.
 
-        `free_generation` > 0 also scores each chunk by greedy decoding of that many tokens; `drift` records
-        the held-out perplexity of each chunk's edited model. `restore=False` leaves the last chunk's edit in
+        `free_generation` > 0 also scores each chunk by greedy decoding of that many tokens; cases with
+        generation prompts get MEMIT's Fluency / Consistency when `generation` is set; `drift` records the held-out
+        perplexity of each chunk's edited model. `restore=False` leaves the last chunk's edit in
         place (nothing uses the model afterwards).
         """
         from ..editing.recipe import EditContext
@@ -167,7 +183,7 @@ class Session:
         from ..free_generation import score_cases
 
         out: dict[str, Any] = {"per_case": [], "infos": [], "deltas": {}, "case_study": None,
-                               "free_generation": [], "drift_after": [],
+                               "free_generation": [], "generation": [], "drift_after": [],
                                "timing": {"target_seconds": 0.0, "edit_seconds": 0.0, "eval_seconds": 0.0}}
         n_chunks = -(-len(cases) // chunk)
         pristine = self._snapshot() if restore or n_chunks > 1 else None
@@ -184,6 +200,9 @@ class Session:
             if free_generation:
                 out["free_generation"] += score_cases(self.model, self.tok, part, max_new_tokens=free_generation,
                                                       batch_size=self.runtime.eval_rows)
+            gen = self.generation_scorer(part) if generation else None
+            if gen is not None:
+                out["generation"] += gen.score(self.model, self.tok, part, batch_size=self.runtime.eval_rows)
             if drift:
                 out["drift_after"].append(self.perplexity())
             if case_study and out["case_study"] is None:
@@ -237,19 +256,25 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
     batch = min(int(s.e.get("batch_size") or n_edits), n_edits)
     tokens = generation_tokens(s.params, cases[0].kind)
     before = s.perplexity() if s.drift_on() else None  # the unedited model's
-    out = s.run_chunks(cases, batch, case_study=True, restore=False, free_generation=tokens,
+    out = s.run_chunks(cases, batch, case_study=True, restore=False, free_generation=tokens, generation=True,
                        drift=before is not None)
     summary = summarise(out["per_case"], cases[0].kind)
     if tokens:
         from ..free_generation import summarise as summarise_free
 
         summary["free_generation"] = {**summarise_free(out["free_generation"]), "max_new_tokens": tokens}
+    if out["generation"]:
+        from ..generation_metrics import summarise as summarise_generation
+
+        summary["generation"] = summarise_generation(out["generation"], s.generation_settings)
     name = run_name(method, overrides)
     run_dir = s.p["runs"] / group / name / dataset / f"s{s.seed}"
     with atomic_dir(run_dir) as tmp:
         write_jsonl(tmp / "cases.jsonl", out["per_case"])
         if tokens:
             write_jsonl(tmp / "free_generation.jsonl", out["free_generation"])
+        if out["generation"]:
+            write_jsonl(tmp / "generation.jsonl", out["generation"])
         save_cases(tmp / "requests.jsonl", cases)
         for fname, (tensors, ids) in out["deltas"].items():
             faults.checkpoint("deltas")
