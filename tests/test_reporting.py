@@ -579,6 +579,22 @@ def test_protocols_table_puts_free_generation_beside_teacher_forcing(tmp_path: P
     assert t.loc["MEMIT", "protocol"] == "teacher_forced_prob / free_generation"
     assert t.loc["JEEP", "ES free exact"] == "n/a" and t.loc["JEEP", "perplexity before → after"] == "not run"
     assert "free generation" in t.attrs["note"] and "unedited row" in t.attrs["note"]
+    assert "Fluency (GE)" not in t.columns  # no run has generation prompts (the mirror and bundled data)
+
+
+def test_protocols_table_adds_fluency_and_consistency_from_official_runs(tmp_path: Path):
+    from jeepkit.reporting import protocols_table
+
+    memit = _with_free(run_json("memit", "counterfact", 98.0, 80.0, 76.0, 84.0), 87.5, 40.0, 10.0, (7.96, 8.01))
+    memit["summary"]["generation"] = {"protocol": "free_generation", "GE": {"mean": 612.3, "ci95": 4.1, "n": 40},
+                                      "RS": {"mean": None, "ci95": None, "n": 0}}  # no snippets: not scored
+    none = _with_free(run_json("none", "counterfact", 13.0, 16.0, 84.0, 19.7), 0.0, 0.0, 12.0, (7.96, 7.96))
+    t = protocols_table(load_metrics(write_runs(tmp_path / "metrics", [memit, none])), "counterfact")
+    assert t.loc["MEMIT", "Fluency (GE)"] == "612.3 ± 4.1" and t.loc["MEMIT", "Consistency (RS)"] == "n/a"
+    assert t.loc["Unedited", "Fluency (GE)"] == "n/a"
+    memit["summary"]["generation"]["GE"]["ci95"] = -1.0
+    with pytest.raises(InputError, match="summary.generation.GE.ci95"):
+        load_metrics(write_runs(tmp_path / "bad", [memit]))
 
 
 def test_free_generation_field_errors_name_the_file(tmp_path: Path):

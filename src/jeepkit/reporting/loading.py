@@ -17,10 +17,11 @@ from .labels import DATASET_LABELS, METRIC_COLUMNS, TIMING_FIELDS
 
 FREE_COLUMNS = tuple(f"free_{m}_{rule}_{s}" for m in ("ES", "GS", "LS") for rule in ("exact", "contains")
                      for s in ("mean", "ci95"))
+GEN_COLUMNS = ("GE_mean", "GE_ci95", "RS_mean", "RS_ci95")  # MEMIT's Fluency / Consistency, official data only
 RUN_COLUMNS = (
     "method", "name", "dataset", "kind", "model", "model_id", "data_source", "n_cases", "n_edits", "batch_size", "seed",
     *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95", "n")), "protocol",
-    "interval", *TIMING_FIELDS, *FREE_COLUMNS, "ppl_before", "ppl_after", "file",
+    "interval", *TIMING_FIELDS, *FREE_COLUMNS, "ppl_before", "ppl_after", *GEN_COLUMNS, "file",
 )
 
 
@@ -106,8 +107,14 @@ def _run_row(obj: Any, file: str) -> dict[str, Any]:
 
 
 def _free_and_drift(obj: dict[str, Any], summary: dict[str, Any], file: str) -> dict[str, float]:
-    """Free-generation ES/GS/LS (both match rules) and held-out perplexity before / after; NaN when not run."""
-    out = dict.fromkeys((*FREE_COLUMNS, "ppl_before", "ppl_after"), math.nan)
+    """Free-generation ES/GS/LS (both match rules), held-out perplexity before / after and the generation
+    metrics (Fluency GE, Consistency RS); NaN when not run."""
+    out = dict.fromkeys((*FREE_COLUMNS, "ppl_before", "ppl_after", *GEN_COLUMNS), math.nan)
+    for m in ("GE", "RS") if summary.get("generation") is not None else ():
+        base = f"summary.generation.{m}"
+        cell = _get(obj, base, file)
+        out[f"{m}_mean"] = _num(cell.get("mean"), f"{base}.mean", file, allow_none=True)
+        out[f"{m}_ci95"] = _num(cell.get("ci95"), f"{base}.ci95", file, lo=0.0, allow_none=True)
     free = summary.get("free_generation")
     if free is not None:
         for m in ("ES", "GS", "LS"):

@@ -231,11 +231,15 @@ def comparison_table(runs: pd.DataFrame, dataset: str, *, model: str | None = No
     return out
 
 
+GENERATION_LABELS = (("GE", "Fluency (GE)"), ("RS", "Consistency (RS)"))
+
+
 def protocols_table(runs: pd.DataFrame, dataset: str, *, model: str | None = None) -> pd.DataFrame:
     """Beyond the paper (issue 14): each method's teacher-forced ES/GS/LS beside free generation of the same
     prompts (the model must produce the answer: `exact` = the continuation begins with it, `contains` = it
-    occurs in it), and the held-out perplexity before → after the edit. The unedited row is the baseline a
-    free-generation LS is read against. Several seeds: mean of the seed means."""
+    occurs in it), and the held-out perplexity before → after the edit; runs on official CounterFact add MEMIT's
+    Fluency and Consistency of sampled text. The unedited row is the baseline a free-generation LS is read
+    against. Several seeds: mean of the seed means."""
     sub = runs[runs["dataset"] == dataset] if not runs.empty else runs
     cols = ["Method", "protocol", *(f"{m} {w}" for m in ("ES", "GS", "LS")
                                     for w in ("teacher-forced", "free exact", "free contains")),
@@ -259,7 +263,15 @@ def protocols_table(runs: pd.DataFrame, dataset: str, *, model: str | None = Non
                     row[f"{m} {w}"] = format_cell(*t_interval(vals)) if vals else "n/a"
         before, after = g["ppl_before"].mean(), g["ppl_after"].mean()
         row["perplexity before → after"] = ("not run" if math.isnan(before) else f"{before:.3f} → {after:.3f}")
+        for m, label in GENERATION_LABELS:
+            vals = [float(v) for v in g[f"{m}_mean"] if not math.isnan(v)]
+            if len(g) == 1:
+                row[label] = format_cell(vals[0] if vals else None, float(g.iloc[0][f"{m}_ci95"]))
+            else:
+                row[label] = format_cell(*t_interval(vals)) if vals else "n/a"
         rows.append(row)
+    if sub[["GE_mean", "RS_mean"]].notna().any().any():  # only runs on official CounterFact have them
+        cols += [label for _, label in GENERATION_LABELS]
     out = pd.DataFrame(rows, columns=cols).set_index("Method")
     out.attrs["note"] = (scale_note(agg, dataset) + " Beyond the paper: teacher-forced scores (the paper's "
                          "protocol) beside free generation of the same prompts (greedy, the model must produce the "
