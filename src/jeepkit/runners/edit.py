@@ -115,9 +115,11 @@ class Session:
         and `generation.max_length` > 0; else None. Snippets and vectoriser are loaded once."""
         from ..generation_metrics import GenerationScorer
 
+        if self.generation_settings.max_length <= 0 or not any(c.generation_prompts for c in cases):
+            return None
         if self._generation is None:
             self._generation = GenerationScorer(self.generation_settings)
-        return self._generation if self._generation.applies(cases) else None
+        return self._generation
 
     # -- general-capability drift (issue 14): perplexity of held-out text the statistics never read
 
