@@ -140,3 +140,18 @@ def test_stage_groups_are_read_from_the_params_schema():
     bad["sequential"]["methods"] = ["kne"]
     with pytest.raises(ConfigError, match=r"hparams\.smollm2\.kne: missing"):
         validate_params(bad)
+
+
+def test_report_labels_follow_the_registry():
+    """The reports' copy of the method labels (kept so report notebooks need not import the editors) is the
+    registry's, in its order: a method registered without its label here fails."""
+    import sys
+
+    from jeepkit.reporting.labels import METHOD_LABELS
+
+    assert list(METHOD_LABELS.items()) == [(name, spec.label) for name, spec in METHODS.items()]
+    code = "import sys, jeepkit.reporting, jeepkit.ledger; print('torch' in sys.modules)"
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"  # the report stages stay light
