@@ -230,6 +230,30 @@ def test_batch_runs_carry_free_generation_drift_and_protocol_tags(workdir):
     assert perplexity(model, tok, docs, max_length=16, batch=3) == none["drift"]["before"]
 
 
+def test_unedited_perplexity_is_computed_once_per_model_text_and_settings(workdir):
+    """Every stage of a model scores the same unedited model on the same held-out text: the first stores that
+    perplexity, later stages read it (a planted value shows through), and other drift settings get their own."""
+    from jeepkit.drift import perplexity
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    pipeline.edit_and_evaluate("none", "counterfact", params, group="ppl_cache", n_edits=2)
+    stored = list((paths(params)["targets"] / "heldout").glob("ppl-*.json"))
+    assert len(stored) == 1
+    cached = json.loads(stored[0].read_text())
+    model, tok, _, _ = load_model(workdir / "data/models/tiny")
+    docs = (workdir / "corpus.txt").read_text().splitlines()[20:24]
+    assert cached == perplexity(model, tok, docs, max_length=16, batch=3)
+    original = stored[0].read_bytes()
+    try:
+        stored[0].write_text(json.dumps({**cached, "perplexity": 1234.5}))
+        assert pipeline.Session(params, "memit", "counterfact", None, {}).unedited_perplexity()["perplexity"] == 1234.5
+    finally:
+        stored[0].write_bytes(original)
+    params["drift"]["max_length"] = 12
+    other = pipeline.Session(params, "memit", "counterfact", None, {}).unedited_perplexity()
+    assert other == perplexity(model, tok, docs, max_length=12, batch=3) != cached
+
+
 def test_batch_run_scores_generation_prompts_when_the_cases_have_them(workdir, tmp_path):
     """Issue 14, MEMIT's generation metrics: cases with generation prompts (the official CounterFact layout) get
     Fluency and Consistency in the summary and their texts in generation.jsonl; the bundled cases, which have

@@ -120,6 +120,11 @@ def read_attribute_snippets(path: str) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def applies(settings: GenerationSettings, cases: Sequence[EditCase]) -> bool:
+    """Whether MEMIT's generation metrics score these cases: some carry generation prompts and sampling is on."""
+    return settings.max_length > 0 and any(c.generation_prompts for c in cases)
+
+
 class GenerationScorer:
     """Loads the snippets and the vectoriser once per stage; scores each chunk's cases on its edited model."""
 
@@ -133,7 +138,7 @@ class GenerationScorer:
                           else TfIdf.fit([t for texts in self.snippets.values() for t in texts]))
 
     def applies(self, cases: Sequence[EditCase]) -> bool:
-        return self.settings.max_length > 0 and any(c.generation_prompts for c in cases)
+        return applies(self.settings, cases)
 
     def score(self, model: nn.Module, tok, cases: Sequence[EditCase], batch_size: int = 32) -> list[dict[str, Any]]:
         """Per case with generation prompts: {"case_id", "texts", "fluency", "consistency"} (both ×100;

@@ -234,6 +234,15 @@ def comparison_table(runs: pd.DataFrame, dataset: str, *, model: str | None = No
 GENERATION_LABELS = (("GE", "Fluency (GE)"), ("RS", "Consistency (RS)"))
 
 
+def _seeds_cell(g: pd.DataFrame, column: str) -> str:
+    """`column`'s cell over one method's runs: one seed, its per-record interval; several, a t-interval over
+    the seed means; "n/a" when no run has it."""
+    vals = [float(v) for v in g[f"{column}_mean"] if not math.isnan(v)]
+    if len(g) == 1:
+        return format_cell(vals[0] if vals else None, float(g.iloc[0][f"{column}_ci95"]))
+    return format_cell(*t_interval(vals)) if vals else "n/a"
+
+
 def protocols_table(runs: pd.DataFrame, dataset: str, *, model: str | None = None) -> pd.DataFrame:
     """Beyond the paper (issue 14): each method's teacher-forced ES/GS/LS beside free generation of the same
     prompts (the model must produce the answer: `exact` = the continuation begins with it, `contains` = it
@@ -256,19 +265,11 @@ def protocols_table(runs: pd.DataFrame, dataset: str, *, model: str | None = Non
         for m in ("ES", "GS", "LS"):
             row[f"{m} teacher-forced"] = format_cell(r[f"{m}_mean"], r[f"{m}_ci95"])
             for rule, w in (("exact", "free exact"), ("contains", "free contains")):
-                vals = [float(v) for v in g[f"free_{m}_{rule}_mean"] if not math.isnan(v)]
-                if len(g) == 1:
-                    row[f"{m} {w}"] = format_cell(vals[0] if vals else None, float(g.iloc[0][f"free_{m}_{rule}_ci95"]))
-                else:
-                    row[f"{m} {w}"] = format_cell(*t_interval(vals)) if vals else "n/a"
+                row[f"{m} {w}"] = _seeds_cell(g, f"free_{m}_{rule}")
         before, after = g["ppl_before"].mean(), g["ppl_after"].mean()
         row["perplexity before → after"] = ("not run" if math.isnan(before) else f"{before:.3f} → {after:.3f}")
         for m, label in GENERATION_LABELS:
-            vals = [float(v) for v in g[f"{m}_mean"] if not math.isnan(v)]
-            if len(g) == 1:
-                row[label] = format_cell(vals[0] if vals else None, float(g.iloc[0][f"{m}_ci95"]))
-            else:
-                row[label] = format_cell(*t_interval(vals)) if vals else "n/a"
+            row[label] = _seeds_cell(g, m)
         rows.append(row)
     if sub[["GE_mean", "RS_mean"]].notna().any().any():  # only runs on official CounterFact have them
         cols += [label for _, label in GENERATION_LABELS]

@@ -104,6 +104,7 @@ class Session:
                          if spec.kind != "unedited" else [])
         self._pristine: Pristine | None = None
         self._heldout: tuple[list[str], Any] | None = None
+        self._unedited: tuple[dict[str, Any], Any] | None = None
         from ..generation_metrics import GenerationSettings, check_files
 
         self.generation_settings = GenerationSettings.from_params(params)
@@ -115,7 +116,9 @@ class Session:
         and `generation.max_length` > 0; else None. Snippets and vectoriser are loaded once."""
         from ..generation_metrics import GenerationScorer
 
-        if self.generation_settings.max_length <= 0 or not any(c.generation_prompts for c in cases):
+        from ..generation_metrics import applies
+
+        if not applies(self.generation_settings, cases):
             return None
         if self._generation is None:
             self._generation = GenerationScorer(self.generation_settings)
@@ -127,13 +130,29 @@ class Session:
         """`edit.drift`; the `drift` block it reads is required then (a clear error before any edit)."""
         return bool(self.e.get("drift", False))
 
-    def perplexity(self) -> dict[str, Any]:
-        from ..drift import cached_heldout, drift_settings, perplexity
+    def _heldout_docs(self) -> list[str]:
+        from ..drift import cached_heldout
 
         if self._heldout is None:
             self._heldout = cached_heldout(self.params, self.model, self.tok, self.p["targets"], self.ident)
+        return self._heldout[0]
+
+    def perplexity(self) -> dict[str, Any]:
+        """Held-out perplexity of the model as it stands now."""
+        from ..drift import drift_settings, perplexity
+
         d = drift_settings(self.params)
-        return perplexity(self.model, self.tok, self._heldout[0], max_length=d["max_length"], batch=d["batch"])
+        return perplexity(self.model, self.tok, self._heldout_docs(), max_length=d["max_length"], batch=d["batch"])
+
+    def unedited_perplexity(self) -> dict[str, Any]:
+        """Held-out perplexity of the unedited model (call before any edit): read from the cache that every
+        stage of this model shares, or computed and stored there by `finish`."""
+        from ..drift import cached_unedited_perplexity
+
+        if self._unedited is None:
+            self._unedited = cached_unedited_perplexity(self.params, self.model, self.tok, self._heldout_docs(),
+                                                        self.p["targets"], self.target_ident)
+        return self._unedited[0]
 
     def drift_protocol(self) -> dict[str, Any]:
         from ..drift import drift_settings
@@ -205,8 +224,9 @@ class Session:
             gen = self.generation_scorer(part) if generation else None
             if gen is not None:
                 out["generation"] += gen.score(self.model, self.tok, part, batch_size=self.runtime.eval_rows)
-            if drift:
-                out["drift_after"].append(self.perplexity())
+            if drift:  # an unedited "edit" leaves the weights as they were
+                out["drift_after"].append(self.unedited_perplexity() if self.spec.kind == "unedited"
+                                          else self.perplexity())
             if case_study and out["case_study"] is None:
                 c = part[0]
                 prompts = [c.rewrite_prompt] + list(c.paraphrases[:1]) + [lp.prompt for lp in c.locality[:1]]
@@ -238,8 +258,9 @@ class Session:
         """A stage's last writes, after its outputs: newly sampled prefixes and held-out text into their
         caches, its wall times."""
         self.prefix_cache.flush()
-        if self._heldout is not None and self._heldout[1] is not None:
-            write_json(self._heldout[1], self._heldout[0])
+        for cached in (self._heldout, self._unedited):
+            if cached is not None and cached[1] is not None:
+                write_json(cached[1], cached[0])
         write_json(self.p["timings"] / group / f"{name}_{self.dataset}_s{self.seed}.json",
                    {"method": self.method, "dataset": self.dataset, "seed": self.seed, "finished": time.time(),
                     "target_cache": {"hits": self.cache.hits, "misses": self.cache.misses},
@@ -257,7 +278,7 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
     cases = s.cases[:n_edits]
     batch = min(int(s.e.get("batch_size") or n_edits), n_edits)
     tokens = generation_tokens(s.params, cases[0].kind)
-    before = s.perplexity() if s.drift_on() else None  # the unedited model's
+    before = s.unedited_perplexity() if s.drift_on() else None
     out = s.run_chunks(cases, batch, case_study=True, restore=False, free_generation=tokens, generation=True,
                        drift=before is not None)
     summary = summarise(out["per_case"], cases[0].kind)

@@ -164,7 +164,7 @@ class SequentialRun:
         out: dict[str, Any] = {"checkpoints": [], "infos": [], "timing": {"edit_seconds": 0.0, "eval_seconds": 0.0,
                                                                          "target_seconds": 0.0}}
         t0 = time.time()
-        out["drift_before"] = self.perplexity()
+        out["drift_before"] = self.s.unedited_perplexity()
         n_batches = self.total // self.batch
         prune_every = bool(self.prune.get("every", False)) and self.prune.get("alpha") is not None
         for b in range(n_batches):
