@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jeepkit.memory import GB, known_dims
 from jeepkit.params import load_params
 from jeepkit.preflight import estimate
@@ -57,3 +59,43 @@ def test_budget_lowers_the_predicted_peak():
     small = {c.stage: c.peak for c in estimate(params, d)}
     assert small["edit@jeep-mcf-0"] < base["edit@jeep-mcf-0"] <= 80 * GB
     assert small["edit@jeep-mcf-0"] <= 21.6 * GB
+
+
+def test_evaluation_beyond_teacher_forcing_is_costed(tmp_path, monkeypatch):
+    """Free generation, MEMIT's sampled generation prompts and drift are in a run's evaluation hours: each adds
+    what the decoding model says (a prompt pass, then per new token the larger of reading every weight and the
+    step's FLOPs), and each is absent when off."""
+    import json
+
+    from jeepkit import preflight as pf
+    from jeepkit.memory import Workload
+    from jeepkit.runtime import Runtime
+
+    monkeypatch.chdir(tmp_path)
+    d, g, rt = known_dims("gptj", "float16"), pf.GPUS["a100"], Runtime(eval_rows=32)
+    w = Workload(seq_len=40, eval_rows_per_case=26)
+    run = {"stage": "edit@memit-counterfact-0", "method": "memit", "dataset": "counterfact", "overrides": {}}
+    params = {"model": {"key": "gptj"}, "edit": {"free_generation_tokens": 8}}
+
+    def decode(rows, new, prompt):
+        prompt_s = rows * prompt * 2 * d.n_params / (g["half"] * pf.EFFICIENCY)
+        step = max(d.n_params * d.bytes / g["bandwidth"], min(rows, 32) * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
+        return prompt_s + -(-rows // 32) * new * step
+
+    free, _ = pf._evaluation_extras(run, params, d, g, "half", rt, w, 100, 100)
+    assert free == pytest.approx(decode(100 * 13, 8, 40))  # 13 probes a case, 8 tokens each
+    assert pf._evaluation_extras(run, {**params, "edit": {"free_generation_tokens": 0}}, d, g, "half", rt, w,
+                                 100, 100)[0] == 0.0
+    # official CounterFact's generation prompts: 2 per record here, sampled up to max_length 30
+    (tmp_path / "data/datasets").mkdir(parents=True)
+    (tmp_path / "data/datasets/counterfact.jsonl").write_text(
+        "\n".join(json.dumps({"generation_prompts": ["a", "b"]}) for _ in range(3)) + "\n")
+    gen = {**params, "generation": {"max_length": 30}}
+    with_gen, notes = pf._evaluation_extras(run, gen, d, g, "half", rt, w, 100, 100)
+    assert with_gen - free == pytest.approx(decode(200, 10, 20)) and any("2 generation prompts" in n for n in notes)
+    assert pf._evaluation_extras(run, {**gen, "generation": {"max_length": 0}}, d, g, "half", rt, w, 100, 100)[0] == free
+    # drift: the unedited model once, then after each of the 2 chunks
+    drift = {**params, "edit": {"free_generation_tokens": 8, "drift": True}, "drift": {"n_docs": 10, "max_length": 50}}
+    with_drift = pf._evaluation_extras(run, drift, d, g, "half", rt, w, 100, 50)[0]
+    assert with_drift - free == pytest.approx(3 * 10 * 50 * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
+    assert pf._evaluation_extras({**run, "stage": "scaling@memit-0"}, drift, d, g, "half", rt, w, 100, 50)[0] == 0.0

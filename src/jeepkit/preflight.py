@@ -22,8 +22,10 @@ from .profiles import expand_runs
 from .runtime import Runtime
 
 # Peak dense throughput (FLOP/s) by precision; editing runs small batches, hence EFFICIENCY of that peak.
-GPUS = {"a100": {"half": 312e12, "fp32": 19.5e12, "fp64": 19.5e12, "mem_gb": 80},
-        "h100": {"half": 989e12, "fp32": 67e12, "fp64": 67e12, "mem_gb": 80}}
+# `bandwidth` (bytes/s of device memory): a decoding step reads every weight once per batch, so sampling
+# and greedy decoding are bound by it rather than by FLOPs.
+GPUS = {"a100": {"half": 312e12, "fp32": 19.5e12, "fp64": 19.5e12, "mem_gb": 80, "bandwidth": 2.0e12},
+        "h100": {"half": 989e12, "fp32": 67e12, "fp64": 67e12, "mem_gb": 80, "bandwidth": 3.35e12}}
 EFFICIENCY = 0.3
 # Tokens per statistics document: wikitext paragraphs are short (MEMIT's reference uses whole articles up to
 # max_length); "self" samples are exactly max_length.
@@ -79,6 +81,60 @@ def workload(params: dict[str, Any], dataset: str) -> Workload:
     seq = full[int(0.9 * (len(full) - 1))] + PREFIX_TOKENS + 1  # a padded batch is as long as its longest rows
     per_case = [2 * (1 + len(r.get("paraphrases", []))) + 2 * len(r.get("locality", [])) for r in recs]
     return Workload(seq_len=seq, answer_tokens=ans[len(ans) // 2], eval_rows_per_case=round(sum(per_case) / len(recs)))
+
+
+def generation_prompts_per_case(params: dict[str, Any], dataset: str) -> float:
+    """Mean MEMIT generation prompts per record of the built dataset (official CounterFact: 10); 0 when the data
+    stage has not run or the records have none."""
+    from .params import paths
+
+    f = paths(params)["datasets"] / f"{dataset}.jsonl"
+    if not f.exists():
+        return 0.0
+    recs = [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines()[:500] if l.strip()]
+    return sum(len(r.get("generation_prompts") or []) for r in recs) / len(recs) if recs else 0.0
+
+
+def _decode_seconds(rows: float, new_tokens: int, prompt_tokens: int, d: Dims, g, prec: str, batch: int) -> float:
+    """`rows` prompts of `prompt_tokens` continued by `new_tokens` with a key/value cache, `batch` at a time: one
+    prompt pass each, then per step the larger of reading every weight and the step's FLOPs."""
+    if rows <= 0 or new_tokens <= 0:
+        return 0.0
+    batches = -(-int(rows) // max(1, batch))
+    prompt = _flops_seconds(rows * prompt_tokens * 2 * d.n_params, g, prec)
+    step = max(d.n_params * d.bytes / g["bandwidth"], _flops_seconds(min(rows, batch) * 2 * d.n_params, g, prec))
+    return prompt + batches * new_tokens * step
+
+
+def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, prec: str, rt: Runtime,
+                       w: Workload, n: int, batch: int) -> tuple[float, list[str]]:
+    """Seconds of what a run scores beyond teacher forcing: greedy free generation of every probe, MEMIT's
+    sampled generation prompts (batch runs on data that has them), held-out perplexity (`edit.drift`)."""
+    from .data.registry import DATASETS
+    from .runners.edit import generation_tokens
+
+    stage, ds = r["stage"], r["dataset"]
+    if stage.startswith("scaling@"):
+        return 0.0, []
+    sequential = stage.startswith("sequential@")
+    kind = DATASETS[ds].kind if ds in DATASETS else None
+    tokens = generation_tokens(params, kind) if kind is not None else 0
+    probes = (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) / 2  # each probe is scored for two answers
+    greedy_cases = (batch + n) if sequential else n  # sequential: the one-batch model and the last one
+    seconds = _decode_seconds(greedy_cases * probes, tokens, w.seq_len, d, g, prec, rt.eval_rows)
+    notes = [f"free generation {tokens} tokens"] if tokens else []
+    gen = params.get("generation") or {}
+    per_case = 0.0 if sequential else generation_prompts_per_case(params, ds)
+    if per_case and int(gen.get("max_length") or 0) > 0:
+        length = int(gen["max_length"])
+        seconds += _decode_seconds(n * per_case, length - min(length, w.seq_len // 2), min(length, w.seq_len // 2),
+                                   d, g, prec, rt.eval_rows)
+        notes.append(f"{per_case:g} generation prompts per case up to {length} tokens")
+    if (params.get("edit") or {}).get("drift") and params.get("drift"):
+        dr = params["drift"]
+        passes = 3 if sequential else 1 + max(1, -(-n // max(1, batch)))  # before; after each chunk / checkpoint
+        seconds += _flops_seconds(passes * int(dr["n_docs"]) * int(dr["max_length"]) * 2 * d.n_params, g, prec)
+    return seconds, notes
 
 
 def _flops_seconds(flops: float, gpu: dict[str, float], precision: str) -> float:
@@ -142,9 +198,12 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
 
     method, ds = r["method"], r["dataset"]
     spec = method_spec(method)
+    extra_s, extra_notes = _evaluation_extras(r, params, d, g, prec, rt, w, n, batch)
     if spec.kind == "unedited":
+        teacher = _flops_seconds(n * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params,
+                                 g, prec)
         return StageCost(r["stage"], weights, weights + rt.eval_rows * eval_row_bytes(d, w), 0.0,
-                         eval_hours=_flops_seconds(n * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params, g, prec) / 3600)
+                         eval_hours=(teacher + extra_s) / 3600, notes=extra_notes)
     hp = spec.hparams.from_dict({**method_hparams(params, method, ds), **r["overrides"]})
     points = [(n, batch)]
     seen = set() if seen is None else seen
@@ -159,8 +218,8 @@ def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w:
     layers = [l for _, l in needs]
     scored = r.get("evaluated") or sum(p_n for p_n, _ in points)  # a sequential run scores at every checkpoint
     eval_flops = scored * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params
-    eval_h = _flops_seconds(eval_flops, g, prec) / 3600
-    notes: list[str] = []
+    eval_h = (_flops_seconds(eval_flops, g, prec) + extra_s) / 3600
+    notes: list[str] = list(extra_notes)
     if spec.kind == "sequential":  # ROME
         steps = int(hp.steps)
         rows = ROME_TEMPLATES + 1
