@@ -19,6 +19,22 @@ def test_cached_greedy_equals_uncached_greedy(tiny_llama):
     assert greedy(model, tok, prompts, 6, batch_size=3) == greedy_continuations(model, tok, prompts, 6, batch_size=1)
 
 
+def test_last_position_logits_equal_those_of_the_whole_pass(tiny_llama):
+    """Free generation projects only each row's last position through the LM head; the numbers are those of
+    the full forward pass (to float rounding), with a left-padded batch and its position ids."""
+    from jeepkit.forward import last_logits
+
+    model, tok, _ = tiny_llama
+    ids = torch.tensor([[0, 0, 5, 9, 13], [7, 3, 8, 2, 11]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    pos = (mask.cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+        last, past = last_logits(model, input_ids=ids, attention_mask=mask, position_ids=pos)
+    assert last.shape == full.shape and past is not None
+    torch.testing.assert_close(last, full, rtol=1e-5, atol=1e-5)
+
+
 def test_match_rules():
     assert matches("  English, and French", "english") == {"exact": True, "contains": True}
     assert matches("French and English", "English") == {"exact": False, "contains": True}

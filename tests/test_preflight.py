@@ -72,15 +72,15 @@ def test_evaluation_beyond_teacher_forcing_is_costed(tmp_path, monkeypatch):
     from jeepkit.runtime import Runtime
 
     monkeypatch.chdir(tmp_path)
-    d, g, rt = known_dims("gptj", "float16"), pf.GPUS["a100"], Runtime(eval_rows=32)
+    d, g, rt = known_dims("gptj", "float16"), pf.GPUS["a100"], Runtime(eval_rows=32, decode_rows=64)
     w = Workload(seq_len=40, eval_rows_per_case=26)
     run = {"stage": "edit@memit-counterfact-0", "method": "memit", "dataset": "counterfact", "overrides": {}}
     params = {"model": {"key": "gptj"}, "edit": {"free_generation_tokens": 8}}
 
     def decode(rows, new, prompt):
         prompt_s = rows * prompt * 2 * d.n_params / (g["half"] * pf.EFFICIENCY)
-        step = max(d.n_params * d.bytes / g["bandwidth"], min(rows, 32) * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
-        return prompt_s + -(-rows // 32) * new * step
+        step = max(d.n_params * d.bytes / g["bandwidth"], min(rows, 64) * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
+        return prompt_s + -(-rows // 64) * new * step  # run.decode_rows prompts per decoding pass
 
     free, _ = pf._evaluation_extras(run, params, d, g, "half", rt, w, 100, 100)
     assert free == pytest.approx(decode(100 * 13, 8, 40))  # 13 probes a case, 8 tokens each

@@ -71,7 +71,7 @@ SECTIONS: dict[str, dict[str, F]] = {
     "run": {"memory_budget_gb": F("num", nullable=True, gt=0.0), "solve_on": F("str", choices=("weight", "cpu")),
             "target_requests": F("int", lo=1, nullable=True), "key_rows": F("int", lo=1),
             "stats_tokens": F("int", lo=1), "probe_rows": F("int", lo=1), "eval_rows": F("int", lo=1),
-            "grad_rows": F("int", lo=1), "key_cache_mb": F("int", lo=0)},
+            "decode_rows": F("int", lo=1), "grad_rows": F("int", lo=1), "key_cache_mb": F("int", lo=0)},
     "probe": {"dataset": F("str", choices=DATASETS), "n_records": F("int", lo=1), "apply_final_norm": F("bool"),
               "batch_size": F("int", lo=1), "wordsets": F("bool"), "max_related": F("int", lo=0),
               "n_low": F("int", lo=1), "n_high": F("int", lo=1)},

@@ -26,6 +26,22 @@ def final_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     return out.last_hidden_state
 
 
+def last_logits(model: nn.Module, **inputs) -> tuple[torch.Tensor, Cache]:
+    """(logits at each row's last position, key/value cache) of one cached decoder pass.
+
+    The LM head reads one position per row: a prefill of 13 prompt tokens projects 13 times fewer rows
+    than `model(...)`, which projects every position (bit-equal last-position logits are not promised:
+    the head's matrix product has another shape). A model without a separate decoder and head (a scripted
+    test model, a wrapper) is called whole."""
+    base = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if base is None or base is model or head is None:
+        out = model(use_cache=True, **inputs)
+        return out.logits[:, -1], out.past_key_values
+    out = base(use_cache=True, **inputs)
+    return head(out.last_hidden_state[:, -1]), out.past_key_values
+
+
 def logits_at(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Logits (len(rows) x vocab) at positions (rows[i], cols[i]) only."""

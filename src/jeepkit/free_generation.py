@@ -22,6 +22,7 @@ from torch import nn
 
 from .data.schema import EditCase
 from .device import input_device
+from .forward import last_logits
 from .metrics import t_interval
 from .tokens import pad_id
 
@@ -60,15 +61,20 @@ def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, b
     k most probable tokens (MEMIT's generation metrics) with one generator per prompt, seeded by (`seed`, prompt),
     so a text does not depend on the batch it ran in. The continuation is decoded with its prompt and the decoded
     prompt cut off (a word-start space stays right), then stripped; `keep_prompt` returns prompt + continuation.
+    Prompts run in order of length (ties in input order), so a batch pads little; texts come back in input order.
     """
     dev, pad, eos = input_device(model), pad_id(tok), tok.eos_token_id
     was_training = model.training
     model.eval()
-    out: list[str] = []
+    encoded = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    texts: dict[int, str] = {}
     try:
-        for b in range(0, len(prompts), batch_size):
-            chunk = prompts[b:b + batch_size]
-            starts = [tok(p, add_special_tokens=True)["input_ids"] for p in chunk]
+        for b in range(0, len(order), batch_size):
+            rows = order[b:b + batch_size]
+            chunk = [prompts[i] for i in rows]
+            starts = [encoded[i] for i in rows]
+            out: list[str] = []
             width = max(len(s) for s in starts)
             ids = torch.tensor([[pad] * (width - len(s)) + s for s in starts], dtype=torch.long, device=dev)
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in starts], dtype=torch.long, device=dev)
@@ -83,9 +89,8 @@ def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, b
             for _ in range(max(budget, default=0)):
                 if bool(done.all()):
                     break
-                res = model(input_ids=cur, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
-                past = res.past_key_values
-                last = res.logits[:, -1]
+                last, past = last_logits(model, input_ids=cur, attention_mask=mask, position_ids=pos,
+                                         past_key_values=past)
                 if gens is None:
                     nxt = last.argmax(-1)
                 else:
@@ -111,9 +116,10 @@ def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, b
                     continue
                 text = full[len(head):] if full.startswith(head) else tok.decode(s, skip_special_tokens=True)
                 out.append(text.strip())
+            texts.update(zip(rows, out))
     finally:
         model.train(was_training)
-    return out
+    return [texts[i] for i in range(len(prompts))]
 
 
 def _probes(case: EditCase) -> list[tuple[str, str, str]]:

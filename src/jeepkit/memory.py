@@ -165,7 +165,7 @@ def plan(d: Dims, budget: float, rt, params: dict[str, Any] | None = None, w: Wo
     free = HEADROOM * budget - fixed
     lowest = _lowest_delta_layer(params, d)
     need = {"target_requests": target_request_bytes(d, w, lowest), "key_rows": key_row_bytes(d, w),
-            "eval_rows": eval_row_bytes(d, w), "probe_rows": probe_row_bytes(d, w),
+            "eval_rows": eval_row_bytes(d, w), "decode_rows": eval_row_bytes(d, w), "probe_rows": probe_row_bytes(d, w),
             "stats_tokens": stats_token_bytes(d, 2048, 9),
             "grad_rows": train_bytes(d, w.seq_len, w.seq_len, 0) + logits_bytes(d, w.answer_tokens, grad=True)}
     if free < max(need.values()):

@@ -121,14 +121,14 @@ def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, pr
     tokens = generation_tokens(params, kind) if kind is not None else 0
     probes = (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) / 2  # each probe is scored for two answers
     greedy_cases = (batch + n) if sequential else n  # sequential: the one-batch model and the last one
-    seconds = _decode_seconds(greedy_cases * probes, tokens, w.seq_len, d, g, prec, rt.eval_rows)
+    seconds = _decode_seconds(greedy_cases * probes, tokens, w.seq_len, d, g, prec, rt.decode_rows)
     notes = [f"free generation {tokens} tokens"] if tokens else []
     gen = params.get("generation") or {}
     per_case = 0.0 if sequential else generation_prompts_per_case(params, ds)
     if per_case and int(gen.get("max_length") or 0) > 0:
         length = int(gen["max_length"])
         seconds += _decode_seconds(n * per_case, length - min(length, w.seq_len // 2), min(length, w.seq_len // 2),
-                                   d, g, prec, rt.eval_rows)
+                                   d, g, prec, rt.decode_rows)
         notes.append(f"{per_case:g} generation prompts per case up to {length} tokens")
     if (params.get("edit") or {}).get("drift") and params.get("drift"):
         dr = params["drift"]

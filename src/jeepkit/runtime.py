@@ -20,6 +20,7 @@ class Runtime:
     target_requests: int | None = None  # requests per target-optimisation pass (None: hp target_batch, else 8)
     key_rows: int = 48  # prompts per forward pass when reading keys and current values
     eval_rows: int = 32  # teacher-forced sequences per evaluation pass
+    decode_rows: int = 128  # prompts per pass of greedy / sampled decoding (free generation, MEMIT's GE / RS)
     stats_tokens: int = 4096  # padded tokens per statistics pass
     probe_rows: int = 16  # prompts per probe pass
     grad_rows: int = 32  # sequences per forward + backward pass of a gradient method (KNE's attribution, training)

@@ -114,7 +114,7 @@ class SequentialRun:
         from ..free_generation import score_cases, summarise
 
         return summarise(score_cases(self.s.model, self.s.tok, self.cases[:upto], max_new_tokens=self.generation_tokens,
-                                     batch_size=self.s.runtime.eval_rows))
+                                     batch_size=self.s.runtime.decode_rows))
 
     def spectra(self, delta: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
         from ..editing.restraint import spectrum
