@@ -99,3 +99,8 @@ def test_evaluation_beyond_teacher_forcing_is_costed(tmp_path, monkeypatch):
     with_drift = pf._evaluation_extras(run, drift, d, g, "half", rt, w, 100, 50)[0]
     assert with_drift - free == pytest.approx(3 * 10 * 50 * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
     assert pf._evaluation_extras({**run, "stage": "scaling@memit-0"}, drift, d, g, "half", rt, w, 100, 50)[0] == 0.0
+    # Table 4's ablation and Fig. 6's sweep score teacher-forced only (their stage commands say so)
+    assert pf._evaluation_extras({**run, "scores": "teacher_forced"}, drift, d, g, "half", rt, w, 100, 50)[0] == 0.0
+    # the caller's per-dataset count of generation prompts stands in for reading the file
+    assert pf._evaluation_extras(run, gen, d, g, "half", rt, w, 100, 100, prompts_per_case=2.0)[0] == with_gen
+    assert pf._evaluation_extras(run, gen, d, g, "half", rt, w, 100, 100, prompts_per_case=0.0)[0] == free

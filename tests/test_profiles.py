@@ -54,3 +54,19 @@ def test_dry_run_reports_missing_covariance_and_bad_layers():
 def test_scaling_sizes_match_the_paper_grid():
     assert scaling_sizes(10000) == [1, 2, 3, 6, 10, 18, 32, 56, 100, 178, 316, 562, 1000, 1778, 3162, 5623, 10000]
     assert scaling_sizes(12)[0] == 1 and scaling_sizes(12)[-1] == 12
+
+
+def test_runs_score_what_their_dvc_stage_commands_say():
+    """expand_runs (what the preflight and dry run cost) marks the stages whose dvc.yaml command scores
+    teacher-forced only, and no other: the two lists are written separately and must not drift apart."""
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    groups = {"edit": "edit@", "knowedit": "knowedit@", "ablation": "ablation@", "sweep": "sweep@"}
+    runs = expand_runs(load_params(ROOT / "params.yaml"))
+    for group, prefix in groups.items():
+        teacher_only = "--scores teacher_forced" in " ".join(stages[group]["cmd"].split())
+        mine = [r for r in runs if r["stage"].startswith(prefix)]
+        assert mine, group
+        assert all((r.get("scores", "all") == "teacher_forced") == teacher_only for r in mine), group
+    assert {g for g in groups if "--scores teacher_forced" in stages[g]["cmd"]} == {"ablation", "sweep"}

@@ -107,14 +107,16 @@ def _decode_seconds(rows: float, new_tokens: int, prompt_tokens: int, d: Dims, g
 
 
 def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, prec: str, rt: Runtime,
-                       w: Workload, n: int, batch: int) -> tuple[float, list[str]]:
+                       w: Workload, n: int, batch: int, prompts_per_case: float | None = None) -> tuple[float, list[str]]:
     """Seconds of what a run scores beyond teacher forcing: greedy free generation of every probe, MEMIT's
-    sampled generation prompts (batch runs on data that has them), held-out perplexity (`edit.drift`)."""
+    sampled generation prompts (batch runs on data that has them), held-out perplexity (`edit.drift`). None for
+    a stage that scores teacher-forced only. `prompts_per_case`: `generation_prompts_per_case` of the run's
+    dataset when the caller has it (read once per dataset), else read here."""
     from .data.registry import DATASETS
     from .runners.edit import generation_tokens
 
     stage, ds = r["stage"], r["dataset"]
-    if stage.startswith("scaling@"):
+    if stage.startswith("scaling@") or r.get("scores") == "teacher_forced":
         return 0.0, []
     sequential = stage.startswith("sequential@")
     kind = DATASETS[ds].kind if ds in DATASETS else None
@@ -124,7 +126,8 @@ def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, pr
     seconds = _decode_seconds(greedy_cases * probes, tokens, w.seq_len, d, g, prec, rt.decode_rows)
     notes = [f"free generation {tokens} tokens"] if tokens else []
     gen = params.get("generation") or {}
-    per_case = 0.0 if sequential else generation_prompts_per_case(params, ds)
+    per_case = 0.0 if sequential else (generation_prompts_per_case(params, ds) if prompts_per_case is None
+                                       else prompts_per_case)
     if per_case and int(gen.get("max_length") or 0) > 0:
         length = int(gen["max_length"])
         seconds += _decode_seconds(n * per_case, length - min(length, w.seq_len // 2), min(length, w.seq_len // 2),
@@ -184,21 +187,22 @@ def estimate(params: dict[str, Any], dims: Dims | None = None, gpu: str = "a100"
 
     e = need(params, "edit")
     loads = {ds: workload(params, ds) for ds in {r["dataset"] for r in expand_runs(params)}}
+    prompts = {ds: generation_prompts_per_case(params, ds) for ds in loads}  # each dataset file read once
     seen: set = set()  # (dataset, seed, objective) already optimised by an earlier stage: its targets are cached
     for r in expand_runs(params):
         n = int(r.get("n_edits") or e["n_edits"])
         out.append(_edit_cost(r, params, d, g, prec, rt, loads[r["dataset"]], weights, n,
-                              int(r.get("batch") or e.get("batch_size") or n), seen))
+                              int(r.get("batch") or e.get("batch_size") or n), seen, prompts[r["dataset"]]))
     return out
 
 
 def _edit_cost(r: dict[str, Any], params, d: Dims, g, prec: str, rt: Runtime, w: Workload, weights: float,
-               n: int, batch: int, seen: set | None = None) -> StageCost:
+               n: int, batch: int, seen: set | None = None, prompts_per_case: float | None = None) -> StageCost:
     from .editing.run import method_spec
 
     method, ds = r["method"], r["dataset"]
     spec = method_spec(method)
-    extra_s, extra_notes = _evaluation_extras(r, params, d, g, prec, rt, w, n, batch)
+    extra_s, extra_notes = _evaluation_extras(r, params, d, g, prec, rt, w, n, batch, prompts_per_case)
     if spec.kind == "unedited":
         teacher = _flops_seconds(n * (w.eval_rows_per_case or EVAL_ROWS.get(ds, 26)) * w.seq_len * 2 * d.n_params,
                                  g, prec)

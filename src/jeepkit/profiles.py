@@ -65,7 +65,8 @@ def profile_params(params: dict[str, Any], profile: str | Path | None, model_key
 
 
 def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every edit run the DAG contains, with its resolved hyperparameters."""
+    """Every edit run the DAG contains, with its resolved hyperparameters. `scores` "teacher_forced" marks the
+    stages whose command says `--scores teacher_forced` in dvc.yaml (Table 4's ablation, Fig. 6's sweep)."""
     seeds = params.get("seeds", [params.get("seed", 0)])
     runs = []
     for ds in need(params, "data.datasets"):
@@ -80,12 +81,12 @@ def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     for v in ab.get("variants", []):
         for s in seeds:
             runs.append({"stage": f"ablation@{v}-{s}", "method": "jeep", "dataset": ab["dataset"],
-                         "overrides": {"variant": v}})
+                         "overrides": {"variant": v}, "scores": "teacher_forced"})
     sw = params.get("sweep") or {}
     for c in sw.get("clamp_high", []):
         for s in seeds:
             runs.append({"stage": f"sweep@{c}-{s}", "method": "jeep", "dataset": sw["dataset"],
-                         "overrides": {"clamp_high": c, "clamp_low": 1.0}})
+                         "overrides": {"clamp_high": c, "clamp_low": 1.0}, "scores": "teacher_forced"})
     sc = params.get("scaling") or {}
     for m in sc.get("methods", []):
         for s in seeds:
