@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import tiny
 from jeepkit import cli
+from jeepkit.errors import ConfigError
 from jeepkit.runners import edit as pipeline, inputs
 from jeepkit.params import paths
 from jeepkit.editing.deltas import load_deltas
@@ -145,6 +146,22 @@ def test_rerun_and_shared_objective_optimise_nothing(workdir):
     pipeline.edit_and_evaluate("jeep", "counterfact", group="ablation", overrides={"variant": "wo_step2"})
     timing = json.loads((workdir / "data/timings/ablation/jeep-variant=wo_step2_counterfact_s0.json").read_text())
     assert timing["target_cache"] == {"hits": 4, "misses": 0}
+
+
+def test_teacher_forced_only_runs_score_the_papers_numbers_and_nothing_else(workdir):
+    """Table 4's and Fig. 6's stages (`--scores teacher_forced`): the same ES / GS / LS as a full run of the same
+    edit, and no free generation, drift, case study or generation file, which only the main tables read."""
+    full = pipeline.edit_and_evaluate("memit", "counterfact", group="main")
+    lean = pipeline.edit_and_evaluate("memit", "counterfact", group="sweep", scores="teacher_forced")
+    assert {k: full["summary"][k] for k in ("ES", "GS", "LS", "Score")} == \
+        {k: lean["summary"][k] for k in ("ES", "GS", "LS", "Score")}
+    assert full["scores"] == "all" and lean["scores"] == "teacher_forced"
+    assert "free_generation" in full["summary"] and "drift" in full and full["case_study"] is not None
+    assert "free_generation" not in lean["summary"] and "drift" not in lean and lean["case_study"] is None
+    assert not (workdir / "data/runs/sweep/memit/counterfact/s0/free_generation.jsonl").exists()
+    assert (workdir / "data/runs/main/memit/counterfact/s0/free_generation.jsonl").exists()
+    with pytest.raises(ConfigError, match="scores"):
+        pipeline.edit_and_evaluate("memit", "counterfact", group="sweep", scores="free_only")
 
 
 def test_rome_case_study_and_chunks_are_byte_identical_across_runs(workdir):

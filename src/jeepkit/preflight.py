@@ -109,7 +109,7 @@ def _decode_seconds(rows: float, new_tokens: int, prompt_tokens: int, d: Dims, g
 def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, prec: str, rt: Runtime,
                        w: Workload, n: int, batch: int, prompts_per_case: float | None = None) -> tuple[float, list[str]]:
     """Seconds of what a run scores beyond teacher forcing: greedy free generation of every probe, MEMIT's
-    sampled generation prompts (batch runs on data that has them), held-out perplexity (`edit.drift`). None for
+    sampled generation prompts (batch runs on data that has them), held-out perplexity (`edit.drift`). Zero for
     a stage that scores teacher-forced only. `prompts_per_case`: `generation_prompts_per_case` of the run's
     dataset when the caller has it (read once per dataset), else read here."""
     from .data.registry import DATASETS
