@@ -42,6 +42,19 @@ def test_default_and_real_small_profiles_validate():
         dry_run(bad)
 
 
+def test_embedded_24_profile_changes_only_the_edit_count():
+    """The 24-edit profile is the embedded default with every cell (and Fig. 4's largest size) at 24, applied
+    at once: the same runs, nothing else different."""
+    params = load_params(ROOT / "params.yaml")
+    p24 = apply_overrides(params, load_profile(ROOT / "profiles" / "embedded-24.yaml")["overrides"])
+    assert (p24["edit"]["n_edits"], p24["edit"]["batch_size"], p24["scaling"]["max_edits"]) == (24, 24, 24)
+    assert [r["stage"] for r in expand_runs(p24)] == [r["stage"] for r in expand_runs(params)]
+    rest = {k: v for k, v in p24.items() if k not in ("profile", "edit", "scaling")}
+    assert rest == {k: v for k, v in params.items() if k not in ("profile", "edit", "scaling")}
+    assert scaling_sizes(24)[-1] == 24
+    dry_run(p24)
+
+
 def test_dry_run_reports_missing_covariance_and_bad_layers():
     params = load_params(ROOT / "params.yaml")
     bad = apply_overrides(params, {"stats.layers": [4, 5, 6, 7, 8, 9], "hparams.smollm2.memit.layers": [28, 29, 30]})
