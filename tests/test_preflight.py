@@ -94,11 +94,13 @@ def test_evaluation_beyond_teacher_forcing_is_costed(tmp_path, monkeypatch):
     with_gen, notes = pf._evaluation_extras(run, gen, d, g, "half", rt, w, 100, 100)
     assert with_gen - free == pytest.approx(decode(200, 10, 20)) and any("2 generation prompts" in n for n in notes)
     assert pf._evaluation_extras(run, {**gen, "generation": {"max_length": 0}}, d, g, "half", rt, w, 100, 100)[0] == free
-    # drift: the unedited model once, then after each of the 2 chunks
+    # drift: after each of the 2 chunks (the unedited model's pass is cached once per model and text)
     drift = {**params, "edit": {"free_generation_tokens": 8, "drift": True}, "drift": {"n_docs": 10, "max_length": 50}}
     with_drift = pf._evaluation_extras(run, drift, d, g, "half", rt, w, 100, 50)[0]
-    assert with_drift - free == pytest.approx(3 * 10 * 50 * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
+    assert with_drift - free == pytest.approx(2 * 10 * 50 * 2 * d.n_params / (g["half"] * pf.EFFICIENCY))
     assert pf._evaluation_extras({**run, "stage": "scaling@memit-0"}, drift, d, g, "half", rt, w, 100, 50)[0] == 0.0
+    # an unedited run reports the cached unedited perplexity: no pass of its own
+    assert pf._evaluation_extras({**run, "method": "none"}, drift, d, g, "half", rt, w, 100, 50)[0] == free
     # Table 4's ablation and Fig. 6's sweep score teacher-forced only (their stage commands say so)
     assert pf._evaluation_extras({**run, "scores": "teacher_forced"}, drift, d, g, "half", rt, w, 100, 50)[0] == 0.0
     # the caller's per-dataset count of generation prompts stands in for reading the file

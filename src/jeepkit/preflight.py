@@ -135,7 +135,11 @@ def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, pr
         notes.append(f"{per_case:g} generation prompts per case up to {length} tokens")
     if (params.get("edit") or {}).get("drift") and params.get("drift"):
         dr = params["drift"]
-        passes = 3 if sequential else 1 + max(1, -(-n // max(1, batch)))  # before; after each chunk / checkpoint
+        # after each chunk (batch runs) or after the first and the last batch (sequential); the unedited model's
+        # pass is made once per model and held-out text (`drift.cached_unedited_perplexity`), not per stage, and an
+        # unedited run reuses it
+        unedited = r.get("method") == "none"
+        passes = 0 if unedited else 2 if sequential else max(1, -(-n // max(1, batch)))
         seconds += _flops_seconds(passes * int(dr["n_docs"]) * int(dr["max_length"]) * 2 * d.n_params, g, prec)
     return seconds, notes
 
