@@ -113,6 +113,7 @@ def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, pr
     a stage that scores teacher-forced only. `prompts_per_case`: `generation_prompts_per_case` of the run's
     dataset when the caller has it (read once per dataset), else read here."""
     from .data.registry import DATASETS
+    from .editing.run import method_spec
     from .runners.edit import generation_tokens
 
     stage, ds = r["stage"], r["dataset"]
@@ -137,8 +138,8 @@ def _evaluation_extras(r: dict[str, Any], params: dict[str, Any], d: Dims, g, pr
         dr = params["drift"]
         # after each chunk (batch runs) or after the first and the last batch (sequential); the unedited model's
         # pass is made once per model and held-out text (`drift.cached_unedited_perplexity`), not per stage, and an
-        # unedited run reuses it
-        unedited = r.get("method") == "none"
+        # unedited method reuses it (as the batch runner does)
+        unedited = method_spec(r["method"]).kind == "unedited"
         passes = 0 if unedited else 2 if sequential else max(1, -(-n // max(1, batch)))
         seconds += _flops_seconds(passes * int(dr["n_docs"]) * int(dr["max_length"]) * 2 * d.n_params, g, prec)
     return seconds, notes
