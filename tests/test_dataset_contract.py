@@ -25,7 +25,7 @@ def test_every_probe_set_reads_a_case_field_and_has_a_scorer(name):
         assert ps.field in CASE_FIELDS, f"{name}.{ps.metric}: no EditCase field {ps.field!r}"
         if not ps.scoring.generated:
             assert ps.scorer in SCORERS, f"{name}.{ps.metric}: scorer {ps.scorer!r} is not implemented"
-    assert not kind.fluency_tokens or any(ps.scoring.generated for ps in kind.probe_sets)
+    assert not kind.fluency or any(ps.scoring.generated for ps in kind.probe_sets)
 
 
 def test_every_teacher_forced_scoring_is_implemented_and_vice_versa():

@@ -75,3 +75,21 @@ def test_scores_on_a_scripted_model(llama_tok):
     assert s["ES"]["exact"]["mean"] == 100.0 and s["GS"]["exact"]["mean"] == 50.0
     assert s["LS"]["exact"]["mean"] == 50.0 and s["LS"]["contains"]["mean"] == 100.0
     assert s["ES"]["exact"]["ci95"] is None and s["protocol"] == "free_generation"  # one record: no spread
+
+
+def test_sampled_texts_run_past_end_of_text_as_memits_sampler(llama_tok):
+    """MEMIT's generate_fast samples on to max_out_len and drops "<|endoftext|>" when decoding: a text whose chain
+    hits EOS keeps going (the successor of EOS is "Paris"), while the greedy decoder of the free-generation
+    scores stops there. The texts keep their prompt."""
+    from jeepkit.free_generation import decode, sampled_texts
+
+    tok = llama_tok
+    E, P = (tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("English", "Paris"))
+    eos = tok.eos_token_id
+    model = Scripted(len(tok), {E: eos, eos: P, P: P})
+    prompt = "Her language is English"
+    n_prompt = len(tok(prompt)["input_ids"])
+    stopped = decode(model, tok, [prompt], 20, top_k=1, max_length=n_prompt + 4, keep_prompt=True)
+    assert stopped == [prompt]
+    full = sampled_texts(model, tok, [prompt], max_length=n_prompt + 4, top_k=1)
+    assert full[0].startswith(prompt) and full[0].split()[-3:] == ["Paris", "Paris", "Paris"], full

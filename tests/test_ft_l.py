@@ -108,3 +108,45 @@ def test_the_two_losses_coincide_for_one_token_targets_only(tiny_model):
         assert float(ft_l.prompt_last_loss(model, tok, one)) == pytest.approx(float(ft_l.target_new_loss(model, tok, one)),
                                                                               rel=1e-6)
         assert abs(float(ft_l.prompt_last_loss(model, tok, many)) - float(ft_l.target_new_loss(model, tok, many))) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["ft_l", "ft_m"])
+def test_train_bias_trains_the_matrix_bias_where_it_exists(editable_model, method):
+    """EasyEdit's GPT-J pattern `transformer.h.{}.mlp.fc_out` trains fc_out's weight and bias; a bias-free
+    LLaMA down_proj trains its weight only. The declared parameters say the same, and the delta of each
+    trained tensor is exactly its change."""
+    from jeepkit.editing.deltas import Pristine
+
+    model, tok, arch = editable_model
+    name = arch.name("mlp_out", 2)
+    has_bias = get_bias(model, name) is not None
+    spec = method_spec(method)
+    declared = spec.edited_parameters({**HP, "train_bias": True}, arch, model)
+    assert declared == [name + ".weight"] + ([name + ".bias"] if has_bias else [])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pristine = Pristine(model, declared)
+    res = edit(EditContext(model, tok, arch), method, CASES, {**HP, "train_bias": True})
+    changed = sorted(n for n, p in model.named_parameters() if not torch.equal(p, before[n]))
+    assert changed == sorted(declared)
+    assert sorted(res.deltas) == sorted([name] + ([name + ".bias"] if has_bias else []))
+    if has_bias:
+        b = name + ".bias"
+        assert torch.equal(res.deltas[b], model.get_parameter(b) - before[b]) and res.deltas[b].abs().max() > 0
+        assert res.info["n_trained_elements"] == model.get_parameter(name + ".weight").numel() + before[b].numel()
+    pristine.restore(res.deltas)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def get_bias(model, name):
+    return getattr(model.get_submodule(name), "bias", None)
+
+
+def test_gptj_ft_settings_are_easyedits():
+    """EasyEdit's hparams/FT/gpt-j-6B.yaml (every version since 2023-07) and KNE App. A.1: layer 21, and the
+    module pattern trains fc_out's bias too."""
+    import yaml
+    from pathlib import Path
+
+    hp = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["hparams"]["gptj"]
+    for method in ("ft_l", "ft_m"):
+        assert hp[method]["layer"] == 21 and hp[method]["train_bias"] is True, hp[method]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from jeepkit.data.readers import parse_records
 from jeepkit.data.schema import EditCase
 from jeepkit.errors import InputError
 from jeepkit.evaluation import ngram_entropy
-from jeepkit.free_generation import decode, greedy
+from jeepkit.free_generation import decode, greedy, sampled_texts
 from jeepkit.generation_metrics import (GenerationScorer, GenerationSettings, TfIdf, read_attribute_snippets,
                                         summarise)
 
@@ -96,8 +97,10 @@ def test_scorer_on_a_tiny_model(tiny_llama, tmp_path):
     got = scorer.score(model, tok, cases)
     assert [g["case_id"] for g in got] == ["1"]  # the case without generation prompts is not scored
     texts = got[0]["texts"]
-    assert texts == [t.replace("\n\n", " ") for t in decode(model, tok, list(cases[0].generation_prompts),
-                                                            14, top_k=5, seed=0, max_length=14, keep_prompt=True)]
+    assert texts == sampled_texts(model, tok, list(cases[0].generation_prompts), max_length=14, top_k=5, seed=0)
+    assert texts == [unicodedata.normalize("NFKD", t).replace("\n\n", " ") for t in decode(
+        model, tok, list(cases[0].generation_prompts), 14, top_k=5, seed=0, max_length=14, keep_prompt=True,
+        stop_at_eos=False)]
     assert got[0]["fluency"] == pytest.approx(100 * np.mean([ngram_entropy(t) for t in texts]))
     refs = read_attribute_snippets(str(snips))[("P17", "Q142")]
     sim = TfIdf.fit(refs).similarity(" ".join(texts), " ".join(refs))

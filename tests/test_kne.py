@@ -143,3 +143,49 @@ def test_rows_per_pass_does_not_change_the_edit(tiny_model):
     assert one.info["neurons_per_layer"] == all_.info["neurons_per_layer"]
     for k in one.deltas:
         torch.testing.assert_close(one.deltas[k], all_.deltas[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("module", ["down", "up"])
+def test_attribution_scales_the_weight_not_the_bias(module):
+    """GPT-J's fc_out / fc_in carry biases (zero only at HF's init): Eq. 5 scales W and leaves b alone, so the
+    attribution must equal the weight-scaling integral on a model with non-zero biases, and a central finite
+    difference of P along each row's own direction (d/dε P(row k of i/m·W̄ scaled by 1+ε)) agrees."""
+    model, tok, arch = tiny.build("gptj", seed=3)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for l in range(arch.n_layers):
+            for leaf in ("fc_in", "fc_out"):
+                b = get_module(model, f"{arch.name('mlp', l)}.{leaf}").bias
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+    h = hp(m=2, module=module)
+    names = kne.target_names(h, arch, [1, 2])
+    locs = [locate_template(tok, c.prompt, c.subject, answer=c.target_new) for c in CASES]
+    got = kne.attribution(model, tok, locs, names, h, rows_per_pass=3, progress=False)
+    for name, a in zip(names, got):
+        ref = by_hand(model, tok, CASES, name, 2)
+        torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-7)
+    mod = get_module(model, names[0])
+    W = mod.weight.detach().clone().double()
+    model.double()
+    try:
+        def P(weight):
+            total = 0.0
+            with torch.no_grad(), _swap(mod, weight):
+                for loc in locs:
+                    logits = model(input_ids=torch.tensor([loc.ids[:-1]]), use_cache=False).logits[0]
+                    total += float(sum(torch.softmax(logits[p], -1)[t]
+                                       for p, t in zip(loc.answer_positions, loc.answer_ids)))
+            return total
+
+        eps = 1e-4
+        for k in torch.topk(got[0].abs(), 3).indices.tolist():
+            fd = 0.0
+            for i in (1, 2):
+                up, down = W * (i / 2), W * (i / 2)
+                up[k] *= 1 + eps
+                down[k] *= 1 - eps
+                # d/dε P at ε = 0 is (i/m)·w̄_k · ∂P/∂w_k; Eq. 5 wants w̄_k · ∂P/∂w_k, so divide by i/m
+                fd += (P(up) - P(down)) / (2 * eps) / (i / 2) / 2
+            assert fd == pytest.approx(float(got[0][k]), rel=1e-3, abs=1e-9), (k, fd, float(got[0][k]))
+    finally:
+        model.float()

@@ -95,3 +95,39 @@ def test_metrics_on_a_tiny_model(tiny_model):
     assert s["Score"]["mean"] == pytest.approx(expect)
     with pytest.raises(ValueError, match="reference"):
         evaluate_cases(model, tok, cases, progress=False)
+
+
+def test_portability_and_locality_average_sub_types_first():
+    """EasyEdit's run_knowedit_llama2.eval: per record, the mean over sub-types of each sub-type's mean. Three
+    Relation_Specificity probes right and one Forgetfulness probe wrong give LS 1/2, not the flat 3/4."""
+    from jeepkit.metrics import record_scores
+
+    result = {"case_id": "1", "kind": "knowedit", "rewrite": {"acc": 1.0},
+              "portability": [{"acc": 1.0, "group": "Reasoning"}, {"acc": 0.0, "group": "Subject_Aliasing"},
+                              {"acc": 0.0, "group": "Subject_Aliasing"}],
+              "locality": [{"acc": 1.0, "group": "Relation_Specificity"}] * 3
+              + [{"acc": 0.0, "group": "Forgetfulness"}],
+              "paraphrases": [], "fluency": {"text": "", "entropy": 500.0}}
+    got = record_scores(result)
+    assert got["LS"] == pytest.approx(0.5) and got["PS"] == pytest.approx(0.5) and got["ES"] == 1.0
+
+
+def test_evaluation_tags_probes_with_their_sub_type_and_samples_fluency_as_rome(tiny_llama):
+    """Each portability / locality result carries its probe's group; Fluency is the entropy of the rewrite
+    prompt's text from ROME's sampler (100 tokens with the prompt, top-k 5, past end-of-text)."""
+    from jeepkit.free_generation import sampled_texts
+
+    model, tok, _ = tiny_llama
+    cases = build_knowedit(3, 0)
+    ref = reference_predictions(model, tok, cases, progress=False)
+    got = evaluate_cases(model, tok, cases, progress=False, reference=ref)
+    for c, r in zip(cases, got):
+        assert [p["group"] for p in r["portability"]] == [p.group for p in c.portability]
+        assert [p["group"] for p in r["locality"]] == [p.group for p in c.locality]
+    texts = sampled_texts(model, tok, [c.rewrite_prompt for c in cases])
+    assert [r["fluency"]["text"] for r in got] == texts  # the text keeps its prompt (as decoded)
+    assert all(t.split()[:2] == c.rewrite_prompt.split()[:2] for t, c in zip(texts, cases))
+    assert [r["fluency"]["entropy"] for r in got] == [100.0 * ngram_entropy(t) for t in texts]
+    short = evaluate_cases(model, tok, cases, progress=False, reference=ref, sampling={"max_length": 12})
+    twelve = sampled_texts(model, tok, [c.rewrite_prompt for c in cases], max_length=12)
+    assert [r["fluency"]["text"] for r in short] == twelve and all(len(a) < len(b) for a, b in zip(twelve, texts))

@@ -85,6 +85,29 @@ def test_knowedit_stage_scores_portability_and_locality_against_the_unedited_mod
     ours = table[table["source"] == knowedit_report.RAN_HERE]
     assert list(ours["method"]) == ["MEMIT", "Unedited"] and (table["source"] == "survey Table 4").sum() == 8
     assert "KNE" in set(table["method"])  # KNE's printed row
+    assert set(ours["protocol"]) == {"batches of 2"} and "batches of 2" in table.attrs["note"]  # edit.batch_size
+
+
+def test_knowedit_single_edits_roll_back_between_facts(workdir):
+    """The survey's protocol (batch size 1): each fact edited on the unedited model, so each record's result is
+    that of editing it alone, and one delta file per fact; a batch of all three differs. A batch size below 1
+    from the command line is refused before anything is written."""
+    inputs.build_data("wiki_counterfact", source="bundled")
+    single = pipeline.edit_and_evaluate("memit", "wiki_counterfact", group="knowedit", n_edits=3, batch_size=1)
+    assert single["batch_size"] == 1
+    run = workdir / "data/runs/knowedit/memit/wiki_counterfact/s0"
+    assert sorted(f.name for f in run.glob("delta_chunk*.safetensors")) == [f"delta_chunk{i}.safetensors"
+                                                                           for i in range(3)]
+    per = [json.loads(l) for l in (run / "cases.jsonl").read_text().splitlines()]
+    for i in (0, 2):
+        alone = pipeline.Session("params.yaml", "memit", "wiki_counterfact", 0, {})
+        cases = alone.cases[i:i + 1]
+        out = alone.run_chunks(cases, 1, keep_deltas=False, progress=False)
+        assert out["per_case"][0] == per[i], i
+    batch = pipeline.edit_and_evaluate("memit", "wiki_counterfact", group="knowedit", n_edits=3, batch_size=3)
+    assert batch["batch_size"] == 3 and batch["summary"] != single["summary"]
+    with pytest.raises(ConfigError, match="batch_size: expected an integer >= 1"):
+        pipeline.edit_and_evaluate("memit", "wiki_counterfact", group="knowedit", n_edits=3, batch_size=0)
 
 
 def test_stages_lay_out_data(workdir):

@@ -574,3 +574,29 @@ def test_overlapping_jeep_regions_rejected(tiny_model, covariances):
     hp = dict(ARTIFACT_RUNS["jeep"], layers_low=[0, 1], layers_high=[1, 2])
     with pytest.raises(ConfigError, match="overlap"):
         edit(EditContext(edited, tok, arch, cov=covariances.__getitem__, prefixes=PREFIXES, model_identity=identity(arch)), "jeep", [CASE], hp)
+
+
+def test_relative_null_space_threshold_and_logged_rank(editable_model, synthetic_cov):
+    """`nullspace_relative`: the cut is threshold × λ_max(C), so a scaled C gives the same projector (the
+    absolute cut does not); every AlphaEdit edit logs rank(P) and d_k per edited module (spec §5)."""
+    d = 24
+    C = covariance_spanning(preserved_basis(d, 0, rank=10), noise=1e-7)
+    lam_max = float(torch.linalg.eigvalsh(C)[-1])
+    rel = alphaedit.null_space_projector(C, 1e-3, relative=True)
+    torch.testing.assert_close(rel, alphaedit.null_space_projector(C, 1e-3 * lam_max), atol=0, rtol=0)
+    torch.testing.assert_close(alphaedit.null_space_projector(1e4 * C, 1e-3, relative=True), rel, atol=1e-9, rtol=0)
+    assert int(round(float(alphaedit.null_space_projector(1e4 * C, 1e-3).trace()))) < d - 10  # absolute: moves
+    model, tok, arch = editable_model
+    covs, _ = synthetic_cov
+    cases = [EditCase(case_id="c0", kind="counterfact", prompt="The mother tongue of {} is",
+                      subject="Danielle Darrieux", target_new="English", target_true="French")]
+    for relative in (False, True):
+        m = copy.deepcopy(model)
+        res = edit(EditContext(m, tok, arch, cov=covs.__getitem__, prefixes=PREFIXES), "alphaedit", cases,
+                   ahp(steps=3, nullspace_relative=relative))
+        ranks = res.info["nullspace"]
+        assert sorted(ranks) == sorted(res.deltas)
+        for module, r in ranks.items():
+            C_m = covs[module].double()
+            cut = 1e-3 * float(torch.linalg.eigvalsh(C_m)[-1]) if relative else 1e-3
+            assert r == {"rank": int((torch.linalg.eigvalsh(C_m) < cut).sum()), "dim": C_m.shape[0]}, (module, r)

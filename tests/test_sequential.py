@@ -268,3 +268,33 @@ def test_report_and_ledger_rows_from_the_stage_outputs(workdir, tmp_path):
     assert all(e["artifact"].startswith("Sequential editing (beyond the paper") for e in entries.values())
     empty = _sequential(tmp_path, None)
     assert {e["verdict"] for e in empty} == {"not comparable"}
+
+
+def test_alphaedit_under_rect_reads_its_keys_from_the_sparsified_model(workdir):
+    """C_p (Σ KKᵀ of earlier batches) is read from the model the run carries forward: after RECT has sparsified
+    the batch's ΔW. The stage equals that order applied by hand, and differs from reading C_p before RECT."""
+    from jeepkit.editing.deltas import parameter
+    from jeepkit.editing.recipe import EditContext
+    from jeepkit.editing.run import edit, finishing
+
+    sequential("alphaedit", "counterfact", regulariser="rect")
+    total, _ = load_deltas(workdir / "data/runs/sequential/alphaedit-rect/counterfact/s0/delta_total.safetensors")
+
+    def by_hand(keys_after_rect: bool) -> dict[str, torch.Tensor]:
+        s = Session("params.yaml", "alphaedit", "counterfact", 0, {})
+        kept = s._snapshot().kept
+        ctx = EditContext(s.model, s.tok, s.arch, s.cov.get, s.prefixes, None, None, s.runtime, carry={})
+        for b in range(2):
+            before = {n: parameter(s.model, n).detach().float().clone() for n in kept}
+            res = edit(ctx, "alphaedit", s.cases[2 * b:2 * b + 2], s.hparams, finish=not keys_after_rect)
+            with torch.no_grad():
+                for name, d in res.deltas.items():
+                    key = f"{name}.weight"
+                    parameter(s.model, key).copy_(before[key] + rect(before[key], d.float(), 25))
+            finishing(ctx, res)
+        return {n: parameter(s.model, n).detach().float() - kept[n] for n in kept}
+
+    right, wrong = by_hand(True), by_hand(False)
+    for name, d in total.items():
+        torch.testing.assert_close(d, right[name], rtol=0, atol=1e-6)
+    assert max(float((right[n] - wrong[n]).abs().max()) for n in right) > 1e-5

@@ -35,6 +35,7 @@ from .data.schema import EditCase, Probe
 from .device import CPU, input_device
 from .errors import InputError, OptimisationError
 from .forward import grouped_kv_attention, logits_at
+from .free_generation import SAMPLING, sampled_texts
 from .tokens import locate, pad_id, right_pad
 
 # (input_ids, attention_mask, rows, cols) -> logits (len(rows) x vocab) at those positions.
@@ -227,14 +228,16 @@ def _assemble(case: EditCase, got: dict[tuple, _Scored], reference: dict[str, An
             ref = None
             if sc.needs_reference and reference is not None:
                 ref = reference[ps.field][i]["pred"]
-            results.append(sc.assemble(cands, ref))
+            r = sc.assemble(cands, ref)
+            results.append(r if probe is None or probe.group is None else {**r, "group": probe.group})
         out[ps.field] = results[0] if ps.field == "rewrite" else results
     return out
 
 
 def evaluate_cases(model: nn.Module | None, tok, cases: list[EditCase], batch_size: int = 16,
                    progress: bool = True, *, logits_fn: LogitsFn | None = None,
-                   reference: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                   reference: list[dict[str, Any]] | None = None,
+                   sampling: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """Raw per-prompt evaluation numbers for each case, in input order.
 
     `batch_size` is the number of sequences per forward pass (pairs from many cases share a batch).
@@ -253,7 +256,9 @@ def evaluate_cases(model: nn.Module | None, tok, cases: list[EditCase], batch_si
 
     Other kinds (data/kinds.py) give one entry per probe set the same way. Probe sets scored against
     the unedited model (KnowEdit locality) need `reference`: `reference_predictions` of the same cases on
-    the unedited model. A kind with `fluency_tokens` adds "fluency": {"text", "entropy"} (greedy text).
+    the unedited model. A kind with `fluency` adds "fluency": {"text", "entropy"}: the rewrite prompt's text as
+    ROME's sampler makes it (`free_generation.sampled_texts`; `sampling` overrides its max_length / top_k / seed).
+    Probes of a benchmark sub-set carry its name as "group".
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -264,11 +269,12 @@ def evaluate_cases(model: nn.Module | None, tok, cases: list[EditCase], batch_si
     if reference is not None and len(reference) != len(cases):
         raise ValueError(f"reference holds {len(reference)} cases, not {len(cases)}")
     out = _evaluate(model, tok, cases, batch_size, progress, logits_fn, reference, only_reference=False)
-    gen = [i for i, c in enumerate(cases) if KINDS[c.kind].fluency_tokens > 0]
+    gen = [i for i, c in enumerate(cases) if KINDS[c.kind].fluency]
     if gen:
-        n_tok = max(KINDS[cases[i].kind].fluency_tokens for i in gen)
-        texts = greedy_continuations(model, tok, [cases[i].rewrite_prompt for i in gen], max_new_tokens=n_tok,
-                                     batch_size=batch_size, logits_fn=logits_fn)
+        if model is None:
+            raise ValueError("fluency is scored on sampled text: pass the model")
+        texts = sampled_texts(model, tok, [cases[i].rewrite_prompt for i in gen], batch_size=batch_size,
+                              **{**SAMPLING, **(sampling or {})})
         for i, t in zip(gen, texts):
             out[i]["fluency"] = {"text": t, "entropy": 100.0 * ngram_entropy(t)}
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from typing import Any, Sequence
 
 import torch
@@ -52,12 +53,14 @@ def _row_seed(seed: int, prompt: str) -> int:
 
 @torch.no_grad()
 def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32, *,
-           top_k: int = 0, seed: int = 0, max_length: int | None = None, keep_prompt: bool = False) -> list[str]:
+           top_k: int = 0, seed: int = 0, max_length: int | None = None, keep_prompt: bool = False,
+           stop_at_eos: bool = True) -> list[str]:
     """Continuations with a key/value cache: prompts left-padded, positions from the mask.
 
     Each step feeds one token per row, so n new tokens cost n single-token passes instead of n passes over
-    the whole sequence. A row stops at EOS, after `max_new_tokens`, or (when given) once prompt and continuation
-    hold `max_length` tokens (MEMIT's max_out_len). `top_k` = 0 takes the argmax; `top_k` > 0 samples from the
+    the whole sequence. A row stops at EOS (unless `stop_at_eos` is off: MEMIT's sampler runs on to its length and
+    the decoded text drops the special tokens), after `max_new_tokens`, or (when given) once prompt and
+    continuation hold `max_length` tokens (MEMIT's max_out_len). `top_k` = 0 takes the argmax; `top_k` > 0 samples from the
     k most probable tokens (MEMIT's generation metrics) with one generator per prompt, seeded by (`seed`, prompt),
     so a text does not depend on the batch it ran in. The continuation is decoded with its prompt and the decoded
     prompt cut off (a word-start space stays right), then stripped; `keep_prompt` returns prompt + continuation.
@@ -98,7 +101,7 @@ def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, b
                     probs = torch.softmax(top.values, dim=-1)
                     pick = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(gens)])
                     nxt = top.indices.gather(1, pick[:, None])[:, 0]
-                if eos is not None:
+                if eos is not None and stop_at_eos:
                     done = done | (nxt == eos)
                 for i, t in enumerate(nxt.tolist()):
                     if not bool(done[i]):
@@ -120,6 +123,19 @@ def decode(model: nn.Module, tok, prompts: Sequence[str], max_new_tokens: int, b
     finally:
         model.train(was_training)
     return [texts[i] for i in range(len(prompts))]
+
+
+SAMPLING = {"max_length": 100, "top_k": 5, "seed": 0}  # ROME / MEMIT's generate_fast (params: generation)
+
+
+def sampled_texts(model: nn.Module, tok, prompts: Sequence[str], *, max_length: int = SAMPLING["max_length"],
+                  top_k: int = SAMPLING["top_k"], seed: int = SAMPLING["seed"], batch_size: int = 32) -> list[str]:
+    """ROME / MEMIT's `generate_fast` texts: top-k samples of prompt + continuation to `max_length` tokens, not
+    stopped at end-of-text (special tokens dropped), NFKD-normalised, blank lines joined. MEMIT's Fluency (GE)
+    and KnowEdit's Fluency (the survey follows ROME) both read these."""
+    texts = decode(model, tok, prompts, max_length, batch_size, top_k=top_k, seed=seed, max_length=max_length,
+                   keep_prompt=True, stop_at_eos=False)
+    return [unicodedata.normalize("NFKD", t).replace("\n\n", " ") for t in texts]
 
 
 def _probes(case: EditCase) -> list[tuple[str, str, str]]:

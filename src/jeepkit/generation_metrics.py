@@ -3,7 +3,7 @@
 Only the official CounterFact / Multi-CounterFact files carry generation prompts (ten per record); the mirror's
 EasyEdit-style records and the bundled cases do not, and are not scored here. As in ROME/MEMIT
 (spec §7.2, "optional extras"): every generation prompt is continued by top-k sampling (k = 5) up to
-`max_length` tokens including the prompt, and the texts keep their prompt.
+`max_length` tokens including the prompt, not stopped at end-of-text, and the texts keep their prompt.
 
 * **Fluency** (GE): per text the weighted bi-/tri-gram entropy (`evaluation.ngram_entropy`), averaged over the
   record's texts; tables report it ×100.
@@ -32,7 +32,7 @@ from torch import nn
 from .data.schema import EditCase
 from .errors import ConfigError, InputError
 from .evaluation import ngram_entropy
-from .free_generation import PROTOCOL, decode
+from .free_generation import PROTOCOL, sampled_texts
 from .metrics import t_interval
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern, on lower-cased text
@@ -145,10 +145,8 @@ class GenerationScorer:
         consistency None without snippets for its (relation, new target))."""
         s = self.settings
         todo = [c for c in cases if c.generation_prompts]
-        prompts = [p for c in todo for p in c.generation_prompts]
-        texts = decode(model, tok, prompts, s.max_length, batch_size, top_k=s.top_k, seed=s.seed,
-                       max_length=s.max_length, keep_prompt=True)
-        texts = [t.replace("\n\n", " ") for t in texts]
+        texts = sampled_texts(model, tok, [p for c in todo for p in c.generation_prompts], max_length=s.max_length,
+                              top_k=s.top_k, seed=s.seed, batch_size=batch_size)
         out, k = [], 0
         for c in todo:
             mine = texts[k:k + len(c.generation_prompts)]

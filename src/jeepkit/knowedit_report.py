@@ -60,8 +60,17 @@ def our_rows(metrics_root: str | os.PathLike, dataset: str) -> pd.DataFrame:
         s = obj["summary"]
         rows.append({"method": obj.get("method_label", obj["method"]), "source": RAN_HERE,
                      "model": obj["model"].get("id") or obj["model"]["key"], "n_edits": obj["n_edits"],
+                     "protocol": protocol(obj.get("batch_size"), obj["n_edits"]),
                      "seed": obj["seed"], **{label: _cell(s, k, str(f)) for k, label in COLUMNS.items()}})
-    return pd.DataFrame(rows, columns=["method", "source", "model", "n_edits", "seed", *COLUMNS.values()])
+    return pd.DataFrame(rows, columns=["method", "source", "model", "n_edits", "protocol", "seed",
+                                       *COLUMNS.values()])
+
+
+def protocol(batch_size: Any, n_edits: int) -> str:
+    """How a run applied its edits: one at a time with rollback (the survey's), or in batches."""
+    b = int(batch_size or n_edits)
+    return "single edits" if b == 1 else f"batches of {b}"
+
 
 
 def knowedit_table(metrics_root: str | os.PathLike, dataset: str) -> pd.DataFrame:
@@ -70,16 +79,18 @@ def knowedit_table(metrics_root: str | os.PathLike, dataset: str) -> pd.DataFram
     ours = our_rows(metrics_root, dataset)
     ref = paper_rows(label.replace(" (KnowEdit)", ""))
     ref_rows = pd.DataFrame({"method": ref["method"], "source": ref["source"], "model": ref["model"],
-                             "n_edits": "single edits", "seed": "",
+                             "n_edits": "", "protocol": "single edits", "seed": "",
                              **{lab: ref[k].map(lambda v: f"{v:.2f}") for k, lab in COLUMNS.items()}})
     table = pd.concat([ours, ref_rows], ignore_index=True)
-    scale = (f"{len(ours)} runs here, {', '.join(sorted(set(map(str, ours['n_edits']))))} edits each"
-             if len(ours) else "no runs here yet")
+    scale = (f"{len(ours)} runs here, {', '.join(sorted(set(map(str, ours['n_edits']))))} edits each, "
+             f"{' / '.join(sorted(set(ours['protocol'])))}" if len(ours) else "no runs here yet")
     table.attrs["note"] = (
         f"KnowEdit metrics on {label} ({scale}; ± = 95% t-interval over records). Edit Succ and Portability are "
         "teacher-forced token accuracies of the new target and of the portability answers; Locality is the share "
-        "of locality-answer tokens whose argmax equals the unedited model's; Fluency is the weighted bi-/tri-gram "
-        "entropy (×100) of a greedy continuation of the rewrite prompt. Reference rows are printed numbers "
-        "(Llama-2-7b-chat / GPT-J, single edits with EasyEdit), quoted, not reproduced; they are on another "
-        "model and data scale, so compare orderings, not values.")
+        "of locality-answer tokens whose argmax equals the unedited model's; Portability and Locality average "
+        "their sub-types' means per record (EasyEdit's KnowEdit script); Fluency is the weighted bi-/tri-gram "
+        "entropy (×100) of the rewrite prompt's text sampled as ROME does (top-k 5, 100 tokens with the prompt). "
+        "Single edits: each fact edited on the unedited model, weights rolled back before the next, as the survey "
+        "and KNE. Reference rows are printed numbers (Llama-2-7b-chat / GPT-J, single edits with EasyEdit), "
+        "quoted, not reproduced; they are on another model and data scale, so compare orderings, not values.")
     return table

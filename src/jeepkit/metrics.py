@@ -115,8 +115,9 @@ def _kind(kind: Any, record: Any = None):
 def record_scores(case: dict[str, Any]) -> dict[str, float | None]:
     """One record's value of each metric of its kind, as a fraction in [0, 1] (None without such prompts).
 
-    CounterFact / zsRE: ES, GS, LS; KnowEdit adds PS (portability, the mean over its probes) and FL
-    (fluency: n-gram entropy ×100 of the greedy continuation, not a fraction)."""
+    CounterFact / zsRE: ES, GS, LS, each the mean over the set's prompts; KnowEdit adds PS (portability) and FL
+    (fluency: n-gram entropy ×100 of the sampled text, not a fraction), and its PS and LS are the mean over
+    sub-types (Reasoning, Subject_Aliasing, …) of each sub-type's mean, as EasyEdit's KnowEdit script."""
     spec = _kind(case.get("kind"), case.get("case_id"))
     out: dict[str, float | None] = {}
     for ps in spec.probe_sets:
@@ -128,6 +129,11 @@ def record_scores(case: dict[str, Any]) -> dict[str, float | None]:
         got = case.get(ps.field, [])
         if ps.field == "rewrite":
             out[ps.metric] = float(got[sc.value]) / sc.scale
+        elif spec.subtype_mean:
+            groups: dict[Any, list[float]] = {}
+            for p in got:
+                groups.setdefault(p.get("group"), []).append(float(p[sc.value]) / sc.scale)
+            out[ps.metric] = _mean_or_none([float(np.mean(v)) for v in groups.values()])
         else:
             out[ps.metric] = _mean_or_none([float(p[sc.value]) / sc.scale for p in got])
     return out

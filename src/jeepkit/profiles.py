@@ -76,7 +76,8 @@ def expand_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     ke = params.get("knowedit") or {}
     for m in ke.get("methods", []):
         for s in seeds:
-            runs.append({"stage": f"knowedit@{m}-{s}", "method": m, "dataset": ke["dataset"], "overrides": {}})
+            runs.append({"stage": f"knowedit@{m}-{s}", "method": m, "dataset": ke["dataset"], "overrides": {},
+                         "n_edits": int(ke["n_edits"]), "batch": int(ke.get("batch_size") or ke["n_edits"])})
     ab = params.get("ablation") or {}
     for v in ab.get("variants", []):
         for s in seeds:

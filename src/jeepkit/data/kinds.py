@@ -68,7 +68,8 @@ class CaseKind:
     needs_true: bool = False  # target_true is required (probability comparisons against it)
     needs_portability: bool = False
     needs_locality: bool = False
-    fluency_tokens: int = 0  # > 0: a greedy continuation of the rewrite prompt this long is scored for fluency
+    fluency: bool = False  # the rewrite prompt's sampled text (ROME's generate_fast) is scored for fluency
+    subtype_mean: bool = False  # a record's probe set is the mean of its sub-types' means (EasyEdit's KnowEdit)
     free_generation: bool = False  # rewrite / paraphrase / locality answers also scored by greedy decoding
 
     @property
@@ -94,14 +95,16 @@ KINDS: Mapping[str, CaseKind] = MappingProxyType({k.name: k for k in (
                       ProbeSet("paraphrases", "GS", "new_token_acc"),
                       ProbeSet("locality", "LS", "answer_token_acc")),
              score_of=("ES", "GS", "LS"), free_generation=True),
-    # KnowEdit (survey §3.3): Edit Succ, Portability, Locality against the unedited model, Fluency. Score here
-    # is the harmonic mean of the first three (the survey defines none).
+    # KnowEdit (survey §3.3): Edit Succ, Portability, Locality against the unedited model, Fluency. Portability
+    # and Locality average their sub-types' means per record (run_knowedit_llama2.py's eval). Score here is the
+    # harmonic mean of the first three (the survey defines none).
     CaseKind("knowedit", (ProbeSet("rewrite", "ES", "new_token_acc"),
                           ProbeSet("paraphrases", "GS", "new_token_acc"),
                           ProbeSet("portability", "PS", "answer_token_acc"),
                           ProbeSet("locality", "LS", "agrees_with_unedited"),
                           ProbeSet("rewrite", "FL", "ngram_entropy")),
-             score_of=("ES", "PS", "LS"), needs_portability=True, needs_locality=True, fluency_tokens=32),
+             score_of=("ES", "PS", "LS"), needs_portability=True, needs_locality=True, fluency=True,
+             subtype_mean=True),
 )})
 
 

@@ -15,6 +15,8 @@ weight is clamped to [W₀ − ε, W₀ + ε] after each step (ROME's FT+L; Easy
 off). Target tokens are the ones " target" occupies after the prompt (`tokens.locate`, as every method
 here), where EasyEdit tokenises the target on its own (which adds a BOS for LLaMA's tokenizer).
 Defaults are EasyEdit's Llama-2 settings: 25 steps, batch 1, lr 5e-4, no weight decay, no constraint.
+`train_bias` also trains the matrix's bias where it has one: EasyEdit's GPT-J module pattern
+(`transformer.h.{}.mlp.fc_out`, matched as a prefix) selects `fc_out.weight` and `fc_out.bias`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Hparams(HParams):
     weight_decay: float = knob("num", 0.0, **NONNEG)
     norm_constraint: float | None = knob("num", None, nullable=True, gt=0.0)
     stop_loss: float = knob("num", 0.01, **NONNEG)
+    train_bias: bool = knob("bool", False)  # the matrix's bias too, where it has one (EasyEdit's GPT-J FT)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,17 +96,20 @@ def _edit(loss_fn):
         name = _module(hp, arch)
         if not cases:
             return EditResult(deltas={}, info={"edit_seconds": 0.0, "target_seconds": 0.0, "steps_run": 0})
-        W = get_module(model, name).weight
-        w0 = W.detach().clone()
-        # fp16/bf16 weights: Adam steps a float32 master copy (fp16 cannot hold Adam's eps), W takes its rounding
-        master = W.detach().float().clone().requires_grad_(True) if W.dtype != torch.float32 else None
-        opt = torch.optim.Adam([master if master is not None else W], lr=hp.lr, weight_decay=hp.weight_decay)
+        trained = _trained(hp, model, name)
+        originals = {k: p.detach().clone() for k, p in trained.items()}
+        # fp16/bf16 weights: Adam steps a float32 master copy (fp16 cannot hold Adam's eps), each takes its rounding
+        masters = {k: p.detach().float().clone().requires_grad_(True) if p.dtype != torch.float32 else None
+                   for k, p in trained.items()}
+        opt = torch.optim.Adam([masters[k] if masters[k] is not None else p for k, p in trained.items()], lr=hp.lr,
+                               weight_decay=hp.weight_decay)
         locs = [locate_template(tok, c.prompt, c.subject, answer=c.target_new) for c in cases]
         flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        chosen = {id(p) for p in trained.values()}
         losses: list[float] = []
         try:
             for n, p in model.named_parameters():
-                p.requires_grad_(p is W)
+                p.requires_grad_(id(p) in chosen)
             for step in range(hp.steps):
                 total = 0.0
                 for b in range(0, len(locs), hp.batch_size):
@@ -118,38 +124,56 @@ def _edit(loss_fn):
                     total += value * len(part)
                     if value < hp.stop_loss:
                         continue
-                    W.grad = None
+                    for p in trained.values():
+                        p.grad = None
                     loss.backward()
                     with torch.no_grad():
-                        if master is not None:
-                            master.grad = W.grad.float()
+                        for k, p in trained.items():
+                            if masters[k] is not None:
+                                masters[k].grad = p.grad.float()
                         opt.step()
-                        stepped = master if master is not None else W
-                        if hp.norm_constraint is not None:
-                            eps = hp.norm_constraint
-                            stepped.copy_(torch.maximum(torch.minimum(stepped, w0.float() + eps), w0.float() - eps))
-                        if master is not None:
-                            W.copy_(master.to(W.dtype))
-                    W.grad = None
+                        for k, p in trained.items():
+                            stepped = masters[k] if masters[k] is not None else p
+                            if hp.norm_constraint is not None:
+                                eps, p0 = hp.norm_constraint, originals[k].float()
+                                stepped.copy_(torch.maximum(torch.minimum(stepped, p0 + eps), p0 - eps))
+                            if masters[k] is not None:
+                                p.copy_(masters[k].to(p.dtype))
+                    for p in trained.values():
+                        p.grad = None
                 losses.append(total / len(locs))
                 if losses[-1] < hp.stop_loss:
                     break
         finally:
             for n, p in model.named_parameters():
                 p.requires_grad_(flags[n])
-            W.grad = None
-        d = (W.detach().float() - w0.float())
-        if not torch.isfinite(d).all():
-            raise OptimisationError(f"{hp.method}: non-finite update of {name}")
+            for p in trained.values():
+                p.grad = None
+        deltas = {}
+        for k, p in trained.items():
+            d = p.detach().float() - originals[k].float()
+            if not torch.isfinite(d).all():
+                raise OptimisationError(f"{hp.method}: non-finite update of {k}")
+            deltas[name if k.endswith(".weight") else k] = d.to(CPU)
         info = {"edit_seconds": round(time.time() - t0, 2), "target_seconds": 0.0, "steps_run": len(losses),
                 "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-                "max_abs_change": float(d.abs().max()), "n_trained_elements": W.numel()}
-        return EditResult(deltas={name: d.to(CPU)}, info=info)
+                "max_abs_change": max(float(d.abs().max()) for d in deltas.values()),
+                "n_trained_elements": sum(p.numel() for p in trained.values())}
+        return EditResult(deltas=deltas, info=info)
     return edit
 
 
+def _trained(hp: Hparams, model: nn.Module, name: str) -> dict[str, nn.Parameter]:
+    """The matrix's weight, and its bias when `train_bias` asks and the module has one."""
+    mod = get_module(model, name)
+    out = {f"{name}.weight": mod.weight}
+    if hp.train_bias and getattr(mod, "bias", None) is not None:
+        out[f"{name}.bias"] = mod.bias
+    return out
+
+
 def _parameters(hp: Hparams, arch: Arch, model: nn.Module) -> list[str]:
-    return [_module(hp, arch) + ".weight"]
+    return list(_trained(hp, model, _module(hp, arch)))
 
 
 def _passes(hp: Hparams, n: int, depth: int) -> float:

@@ -4,9 +4,11 @@ only those rows of every layer jointly.
 1. Attribution (Eqs. 3-5). For the k-th output neuron of the target matrix W⁽ˡ⁾ of layer l,
    Attr(w_k) = w̄_k · (1/m) Σ_{i=1..m} ∂P(i/m · W̄⁽ˡ⁾)/∂w_k, with P the sum over the edit's answer tokens
    of their teacher-forced probabilities, summed over the localisation requests. Scaling a layer's
-   weight by α scales its output by α, so w̄_k · ∂P/∂w_k = Σ_t o_t[k] · ∂P/∂o′_t[k] (o the unscaled
-   output, o′ = α·o what the model sees): one backward pass per (request, layer, step) row yields every
-   neuron of that layer, and rows for different layers share a batch (each row scales one layer).
+   weight by α scales the weight's part of its output, o = Wx, and leaves a bias b unscaled
+   (o′ = α·Wx + b, what the model sees), so w̄_k · ∂P/∂w_k = Σ_t o_t[k] · ∂P/∂o′_t[k]: one backward pass
+   per (request, layer, step) row yields every neuron of that layer, and rows for different layers
+   share a batch (each row scales one layer). On biased Linears (GPT-J, GPT-NeoX) the bias stays out of
+   both the scaling and the attribution, as Eq. 5 scales the weight only.
    Layers are scaled one at a time, as in the knowledge-neuron integrated gradients KNE builds on.
 2. Selection (Eqs. 6-7): the global top fraction `p` of all layers' neurons (the seed writes both "top
    p%" and "top 1-p%": here `p` is the fraction kept), at least one, ordered by attribution.
@@ -113,14 +115,16 @@ def attribution(model: nn.Module, tok, locs: Sequence[Located], names: Sequence[
                 if not idx:
                     continue
 
-                def hook(_m, _inp, out, li=li, idx=idx):
+                def hook(m_, _inp, out, li=li, idx=idx):
                     rows = torch.tensor(idx, dtype=torch.long, device=out.device)
                     scale = torch.tensor([chunk[j][2] for j in idx], dtype=out.dtype, device=out.device)
                     o = out.index_select(0, rows)
+                    if m_.bias is not None:  # Eq. 5 scales W, not b: o = Wx, o' = α·Wx + b
+                        o = o - m_.bias.to(o.dtype)
                     scaled = (o * scale[:, None, None]).requires_grad_(True)
                     held[li] = (o.detach(), scaled, rows)
                     new = out.clone()
-                    new[rows] = scaled
+                    new[rows] = scaled if m_.bias is None else scaled + m_.bias.to(o.dtype)
                     return new
 
                 handles.append(mod.register_forward_hook(hook))
@@ -243,7 +247,11 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
             "target_seconds": 0.0, "n_localisation": n_loc, "n_neurons": sum(per_layer.values()),
             "neurons_per_layer": per_layer, "steps_run": len(losses), "final_loss": losses[-1] if losses else None,
             "first_loss": losses[0] if losses else None,
-            "n_trained_elements": sum(w.numel() for w in w_kne.values())}
+            "n_trained_elements": sum(w.numel() for w in w_kne.values()),
+            # p counts neurons (rows) of the edited matrices; KNE's "~1 % of the parameters" is another base
+            "share_of_model_parameters": sum(w.numel() for w in w_kne.values())
+            / sum(p.numel() for p in model.parameters()),
+            "localised_on": "edit batch"}
     return EditResult(deltas=deltas, info=info)
 
 

@@ -49,6 +49,10 @@ class EditContext:
 class EditResult:
     deltas: dict[str, torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
+    # What the method records into `EditContext.carry` from the model it leaves behind (AlphaEdit: the batch's
+    # KKᵀ into C_p). `run.edit` calls it at once; a sequential runner that restrains ΔW first (RECT) calls it
+    # after, so the record is read from the model the run carries forward.
+    finish: Callable[[], None] | None = None
 
 
 def optimise_and_apply(ctx: EditContext, cases: Sequence[EditCase], objective: Objective,

@@ -60,10 +60,24 @@ def check_params(params: Mapping[str, Any]) -> None:
                 cls.check(over or {}, f"{where}.by_dataset.{ds}", partial=True)
 
 
-def edit(ctx: EditContext, method: str, cases: Sequence[EditCase], hp: Any) -> EditResult:
+def edit(ctx: EditContext, method: str, cases: Sequence[EditCase], hp: Any, *, finish: bool = True) -> EditResult:
     """Edit `ctx.model` in place with `method`; returns the applied ΔW per parameter or module, and info.
-    On the CPU, grouped-query attention runs without copied key/value heads (bit-equal, faster)."""
+    On the CPU, grouped-query attention runs without copied key/value heads (bit-equal, faster).
+    `finish=False` leaves the result's `finish` to the caller (a sequential run restraining ΔW first); it is
+    then the caller's to call, inside `finishing(ctx)`."""
     spec = method_spec(method)
     hparams = spec.hparams.coerce(hp)
     with grouped_kv_attention(ctx.model):
-        return spec.edit(ctx, cases, hparams)
+        res = spec.edit(ctx, cases, hparams)
+        if finish and res.finish is not None:
+            res.finish()
+            res.finish = None
+    return res
+
+
+def finishing(ctx: EditContext, res: EditResult) -> None:
+    """Run a result's deferred `finish` (see `edit`) with the attention set-up the edit ran under."""
+    if res.finish is not None:
+        with grouped_kv_attention(ctx.model):
+            res.finish()
+        res.finish = None

@@ -154,6 +154,11 @@ class Session:
                                                         self.p["targets"], self.target_ident)
         return self._unedited[0]
 
+    def fluency_sampling(self) -> dict[str, int]:
+        """KnowEdit's Fluency samples as GE does (the `generation` block; its length even where GE is off)."""
+        g = self.generation_settings
+        return {"max_length": g.max_length or 100, "top_k": g.top_k, "seed": g.seed}
+
     def drift_protocol(self) -> dict[str, Any]:
         from ..drift import drift_settings
 
@@ -217,7 +222,8 @@ class Session:
             t0 = time.time()
             out["per_case"] += evaluate_cases(self.model, self.tok, part, progress=progress,
                                               batch_size=self.runtime.eval_rows,
-                                              reference=None if ref is None else ref[c0:c0 + chunk])
+                                              reference=None if ref is None else ref[c0:c0 + chunk],
+                                              sampling=self.fluency_sampling())
             if free_generation:
                 out["free_generation"] += score_cases(self.model, self.tok, part, max_new_tokens=free_generation,
                                                       batch_size=self.runtime.decode_rows)
@@ -272,9 +278,10 @@ SCORES = ("all", "teacher_forced")  # what an edit stage scores (`edit_and_evalu
 
 def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.yaml", *, group: str = "main",
                       seed: int | None = None, overrides: dict[str, Any] | None = None,
-                      n_edits: int | None = None, scores: str = "all") -> dict[str, Any]:
-    """Edit n_edits (default edit.n_edits) records in independent chunks of batch_size; evaluate each chunk
-    on its edited model.
+                      n_edits: int | None = None, batch_size: int | None = None,
+                      scores: str = "all") -> dict[str, Any]:
+    """Edit n_edits (default edit.n_edits) records in independent chunks of batch_size (default
+    edit.batch_size; 1 is the single-edit protocol with rollback); evaluate each chunk on its edited model.
 
     `scores` "all": the teacher-forced scores and what `edit:` adds beyond them (free generation, held-out drift,
     MEMIT's GE / RS where the data has them, Table 1's greedy case study); "teacher_forced": the paper's scores
@@ -282,11 +289,14 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
     """
     if scores not in SCORES:
         raise ConfigError(f"scores: expected one of {', '.join(SCORES)}, got {scores!r}")
+    for flag, value in (("n_edits", n_edits), ("batch_size", batch_size)):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"{flag}: expected an integer >= 1, got {value}")
     overrides = overrides or {}
     s = Session(params, method, dataset, seed, overrides)
     n_edits = min(int(n_edits or s.e["n_edits"]), len(s.cases))
     cases = s.cases[:n_edits]
-    batch = min(int(s.e.get("batch_size") or n_edits), n_edits)
+    batch = min(int(batch_size or s.e.get("batch_size") or n_edits), n_edits)
     extras = scores == "all"
     tokens = generation_tokens(s.params, cases[0].kind) if extras else 0
     before = s.unedited_perplexity() if extras and s.drift_on() else None

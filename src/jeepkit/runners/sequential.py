@@ -156,7 +156,7 @@ class SequentialRun:
 
     def run(self) -> dict[str, Any]:
         from ..editing.recipe import EditContext
-        from ..editing.run import edit
+        from ..editing.run import edit, finishing
 
         s = self.s
         ctx0 = EditContext(s.model, s.tok, s.arch, s.cov.get, s.prefixes, s.target_ident, s.cache, s.runtime,
@@ -172,9 +172,10 @@ class SequentialRun:
             ctx = ctx0 if b == 0 else ctx0.uncached()  # an edited model has no identity to key targets by
             before = {n: parameter(s.model, n).detach().to("cpu", torch.float32, copy=True)
                       for n in self.pristine.kept} if self.regulariser == "rect" else None
-            res = edit(ctx, s.method, part, s.hparams)
+            res = edit(ctx, s.method, part, s.hparams, finish=before is None)
             if before is not None:
                 self.sparsify(before, res.deltas)
+                finishing(ctx, res)  # AlphaEdit's C_p from the sparsified model the run carries forward
             info, timing = split_timing(res.info)
             for k in ("edit_seconds", "target_seconds"):
                 out["timing"][k] += timing.get(k, 0.0)
