@@ -37,7 +37,8 @@ def test_every_teacher_forced_scoring_is_implemented_and_vice_versa():
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_every_dataset_builds_offline_into_cases_its_kind_can_score(name):
     spec = DATASETS[name]
-    assert spec.kind in KINDS and (spec.bundled is not None or spec.mirror_file is not None)
+    assert spec.kind in KINDS and (spec.bundled is not None or spec.mirror_file is not None
+                                   or spec.official_url is not None)
     assert spec.official_url is None or spec.official_url.startswith("https://")
     if spec.bundled is None:
         return

@@ -407,6 +407,24 @@ def test_edit_equals_manual_steps(editable_model, covariances, target_spy, tmp_p
     for b, a in zip(lp_before, lp_after):
         assert a > b + (1.0 if "high" in want_regions else 0.05), (lp_before, lp_after)
 
+    # no silent no-op: the info states ‖ΔW‖_F of exactly the regions the switches update, and the target
+    # probability the edited weights give (the per-token mean log-probability, exponentiated, averaged)
+    norms = {k.rsplit("/", 2)[-2]: v for k, v in res.info.items() if k.endswith("delta_frobenius")}
+    assert set(norms) == set(want_regions)
+    for region, v in norms.items():
+        mods = [m for m in modules if (m.startswith(tuple(arch.name("mlp_out", l) for l in LOW)) and region == "low")
+                or (region == "high" and m in {arch.name(edit_role, l) for l in HIGH})]
+        assert v > 0 and v == pytest.approx(math.sqrt(sum(float(res.deltas[m].double().pow(2).sum()) for m in mods)),
+                                            rel=1e-3), region
+    per_case = []
+    for c in CASES:
+        loc = locate_template(tok, c.prompt, c.subject, answer=c.target_new)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([loc.ids[:-1]])).logits[0].double(), -1)
+        per_case.append(math.exp(sum(float(logp[p, t]) for p, t in zip(loc.answer_positions, loc.answer_ids))
+                                 / len(loc.answer_ids)))
+    assert res.info["target_prob_after_edit"] == pytest.approx(sum(per_case) / len(per_case), rel=1e-4)
+
 
 def test_cache_shared_by_ablations(tiny_model, covariances, target_spy, tmp_path):
     """Three low layers, one high layer. full → w/o Step 2, w/o Step 3, even spread, w/ MHSA reuse its targets;

@@ -55,11 +55,15 @@ def test_bundled_knowedit_is_deterministic_and_its_portability_follows_the_fact_
     a, b = build_knowedit(None, 0), build_knowedit(None, 0)
     assert a == b and len(a) > 100
     facts = {r.relation_id: dict(r.facts) for r in RELATIONS}
+    owner = {cap: country for country, cap in facts["P36"].items()}
     for c in a:
         c.validate()
         assert c.portability and c.locality and c.target_new != c.target_true
-        for p in c.portability:  # a second hop from the *new* country
-            assert p.answer in {facts[r].get(c.target_new) for r in ("P36", "P37", "P38", "P30")}
+        for p in c.portability:
+            if c.relation_id == "P36":  # a capital edit: the new capital's country, and its language
+                assert p.answer in {owner[c.target_new], facts["P37"][owner[c.target_new]]}
+            else:  # a second hop from the *new* country
+                assert p.answer in {facts[r].get(c.target_new) for r in ("P36", "P37", "P38", "P30")}
     cases, prov = resolve_dataset("wiki_counterfact", "bundled", n=5, seed=0)
     assert len(cases) == 5 and prov["reader"] == "bundled.build_knowedit"
     assert DATASETS["wiki_counterfact"].kind == "knowedit"
@@ -131,3 +135,20 @@ def test_evaluation_tags_probes_with_their_sub_type_and_samples_fluency_as_rome(
     short = evaluate_cases(model, tok, cases, progress=False, reference=ref, sampling={"max_length": 12})
     twelve = sampled_texts(model, tok, [c.rewrite_prompt for c in cases], max_length=12)
     assert [r["fluency"]["text"] for r in short] == twelve and all(len(a) < len(b) for a, b in zip(twelve, texts))
+
+
+def test_bundled_knowedit_holds_multi_token_targets_and_other_names_are_refused(llama_tok):
+    """Capital edits interleave with country edits, so even 4 cases hold a target of several tokens (where
+    FT-L's last-token loss and FT-M's teacher-forced one differ); ZsRE / WikiData_recent have no bundled
+    cases, so their names are refused rather than given WikiData_counterfact's cases."""
+    from jeepkit.errors import ConfigError
+    from jeepkit.tokens import locate_template
+
+    four = build_knowedit(4, 0)
+    assert [c.relation_id == "P36" for c in four] == [False, True, False, True]
+    lengths = [len(locate_template(llama_tok, c.prompt, c.subject, answer=c.target_new).answer_ids)
+               for c in build_knowedit(None, 0)]
+    assert max(lengths) > 1 and min(lengths) == 1
+    for name in ("wiki_recent", "knowedit_zsre"):
+        with pytest.raises(ConfigError, match=f"{name}' has no bundled cases"):
+            resolve_dataset(name, "bundled", n=4, seed=0)

@@ -284,13 +284,14 @@ def test_ledger_notebook_runs_with_papermill(tmp_path: Path, monkeypatch):
     assert "/sweep (its claims are 'not comparable')" in text and "claims:" in text
 
 
-def _knowedit_run(root: Path, method: str, es: float, ps: float, ls: float) -> None:
+def _knowedit_run(root: Path, method: str, es: float, ps: float, ls: float, longest: int | None = None) -> None:
     d = root / "knowedit"
     d.mkdir(parents=True, exist_ok=True)
     summary = {m: {"mean": v, "ci95": 2.0, "n": 8} for m, v in (("ES", es), ("PS", ps), ("LS", ls))}
+    data = {} if longest is None else {"data": {"target_tokens": {"max": longest}}}
     (d / f"{method}_wiki_counterfact_s0.json").write_text(json.dumps(
         {"method": method, "dataset": "wiki_counterfact", "kind": "knowedit", "n_edits": 8, "seed": 0,
-         "summary": summary}))
+         "summary": summary, **data}))
 
 
 def test_knowedit_claims_follow_our_runs(tmp_path: Path):
@@ -313,6 +314,22 @@ def test_knowedit_claims_follow_our_runs(tmp_path: Path):
     assert got["knowedit-ftm-es"]["verdict"] == ledger.REPRODUCED
     assert got["knowedit-ftm-ps"]["verdict"] == ledger.CONTRADICTED
     assert got["knowedit-ftm-es"]["paper_value"].startswith("100.00 vs 51.12")
+
+
+def test_ft_l_and_ft_m_on_one_token_targets_are_not_testable(tmp_path: Path):
+    """With every target one token, FT-L's and FT-M's objectives coincide: their claims are 'not testable' (not
+    'undecided at this scale'); one multi-token target makes them testable again."""
+    from jeepkit import ledger
+
+    _knowedit_run(tmp_path, "ft_l", 50.0, 20.0, 30.0, longest=1)
+    _knowedit_run(tmp_path, "ft_m", 50.0, 20.0, 30.0, longest=1)
+    got = {e["id"]: e for e in ledger._knowedit(tmp_path, "wiki_counterfact")}
+    for cid in ("knowedit-ftm-es", "knowedit-ftm-ps"):
+        assert got[cid]["verdict"] == ledger.NOT_TESTABLE and "one token" in got[cid]["reason"], got[cid]
+    assert ledger.counts(got.values())[ledger.NOT_TESTABLE] == 2
+    _knowedit_run(tmp_path, "ft_m", 50.0, 20.0, 30.0, longest=3)
+    got = {e["id"]: e for e in ledger._knowedit(tmp_path, "wiki_counterfact")}
+    assert got["knowedit-ftm-es"]["verdict"] == ledger.UNDECIDED
 
 
 def test_every_row_names_its_protocol_and_free_generation_is_judged(tmp_path: Path):

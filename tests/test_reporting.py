@@ -414,6 +414,22 @@ def test_table4_order_labels_and_missing_rows(tree: MetricsTree):
     assert (z["status"] == NOT_RUN).sum() == 7 and z.loc["JEEP", "status"] == RAN_HERE
 
 
+def test_table4_states_what_each_variant_changed(tree: MetricsTree):
+    """‖ΔW‖_F per region and the edited model's target probability sit beside the metrics: a region a variant
+    leaves alone reads 0 (recorded runs), a run that recorded nothing reads "–"."""
+    for variant, norms, p in (("wo_step3", {"low": 1.25}, 0.41), ("mhsa_step3", {"low": 1.25, "high": 0.0},
+                                                                         0.41)):
+        f = tree.ablation(variant, "counterfact", 90.0, 80.0, 70.0)
+        obj = json.loads(f.read_text())
+        obj["work"] = {"mean_opt_steps": 3.0, "delta_frobenius": norms, "target_prob_with_deltas": 0.93,
+                       "target_prob_after_edit": p}
+        f.write_text(json.dumps(obj))
+    t = table4(tree.root, "counterfact")
+    assert (t.loc["w/o Step 3", "‖ΔW‖ low"], t.loc["w/o Step 3", "‖ΔW‖ high"]) == ("1.25", "0")
+    assert t.loc["w/ MHSA in Step 3", "‖ΔW‖ high"] == "0" and t.loc["w/ MHSA in Step 3", "P(target) after edit"] == "0.410"
+    assert t.loc["JEEP", "‖ΔW‖ low"] == "–"  # the fake main run recorded no work
+
+
 def test_table4_seeds_use_interval_over_seed_means(tree: MetricsTree):
     for s, es in ((1, 97.0), (2, 99.0)):
         tree.ablation("wo_high", "counterfact", es, 80.0, 76.0, seed=s)

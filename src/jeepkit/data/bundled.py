@@ -111,12 +111,17 @@ HOP_WORDS = {"P17": "{} is located in", "P27": "of citizenship of {}", "P159": "
 def build_knowedit(n: int | None = None, seed: int = 0, *, n_hops: int = 2, n_other: int = 2) -> list[EditCase]:
     """KnowEdit-style cases (like WikiData_counterfact) from the fact table, so the pipeline runs offline.
 
-    Each rewrites a subject's country (city, citizenship, headquarters) to another country the table
-    knows facts of. Portability ("Reasoning"): questions one hop further, answered by the new country's
-    facts (its capital, language, currency, continent). Locality: the subject's other facts
-    ("Relation_Specificity"), "Forgetfulness" (the relation asked with "which is not <new>"), and facts
-    of other subjects of the same relation ("Other_Subjects", which KnowEdit does not have); all scored
-    against the unedited model. No subject aliases: the table has none, so there is no Subject_Aliasing.
+    Two families, interleaved after a seeded shuffle of each so that a small n holds both:
+    * country edits rewrite a subject's country (city, citizenship, headquarters) to another country the
+      table knows facts of; Portability ("Reasoning"): questions one hop further, answered by the new
+      country's facts (its capital, language, currency, continent);
+    * capital edits rewrite a country's capital to another country's capital, often several tokens long
+      ("Buenos Aires", "Kuala Lumpur": the targets where FT-L's last-token loss and FT-M's differ);
+      Portability: the country and the language of the new capital.
+    Locality: the subject's other facts ("Relation_Specificity"), "Forgetfulness" (the relation asked with
+    "which is not <new>"), and facts of other subjects of the same relation ("Other_Subjects", which KnowEdit
+    does not have); all scored against the unedited model. No subject aliases: the table has none, so there
+    is no Subject_Aliasing.
     """
     by_id = {r.relation_id: r for r in RELATIONS}
     country_facts = {rid: dict(by_id[rid].facts) for rid in SECOND_HOPS}
@@ -147,4 +152,43 @@ def build_knowedit(n: int | None = None, seed: int = 0, *, n_hops: int = 2, n_ot
                 source="bundled:knowedit", portability=port,
             ))
             i += 1
-    return _select(cases, n, seed)
+    capitals = _capital_edits(country_facts, subject_facts, by_id["P36"], seed, len(cases), n_other)
+    return _interleave(_select(cases, None, seed), _select(capitals, None, seed), n)
+
+
+# KnowEdit portability of a capital edit: where the new capital is, and what is spoken there.
+CAPITAL_HOPS = (("The capital of {} is a city in the country of", None),
+                ("The language spoken in the capital of {} is", "P37"))
+
+
+def _capital_edits(country_facts: dict[str, dict[str, str]], subject_facts: dict[str, list], rel: Relation,
+                   seed: int, first_id: int, n_other: int) -> list[EditCase]:
+    """A country's capital rewritten to another country's capital (the capital's country has every hop fact)."""
+    owner = {cap: c for c, cap in country_facts["P36"].items()}
+    cases = []
+    for i, (country, true) in enumerate(rel.facts):
+        rng = _rng(seed, "knowedit-capital", country)
+        new = rng.choice(sorted(cap for cap, c in owner.items() if c != country and c in country_facts["P37"]))
+        port = tuple(Probe(p.format(country), owner[new] if r is None else country_facts[r][owner[new]], "Reasoning")
+                     for p, r in CAPITAL_HOPS)
+        loc = [Probe(r.prompt.format(country), o, "Relation_Specificity")
+               for r, o in subject_facts[country] if r.relation_id != rel.relation_id]
+        loc.append(Probe(f"{rel.prompt[:-3].format(country)}, which is not {new}, is", true, "Forgetfulness"))
+        other = [(s_, o) for s_, o in rel.facts if s_ not in (country, owner[new])]
+        loc += [Probe(rel.prompt.format(s_), o, "Other_Subjects") for s_, o in rng.sample(other, min(n_other, len(other)))]
+        cases.append(EditCase(
+            case_id=str(first_id + i), kind="knowedit", prompt=rel.prompt, subject=country, target_new=new,
+            target_true=true, paraphrases=(), locality=tuple(loc), relation_id=rel.relation_id,
+            source="bundled:knowedit", portability=port,
+        ))
+    return cases
+
+
+def _interleave(a: list[EditCase], b: list[EditCase], n: int | None) -> list[EditCase]:
+    """a[0], b[0], a[1], b[1], …, then the rest of the longer one; the first n."""
+    if n is not None and n < 0:
+        raise ConfigError(f"n must be >= 0, got {n}")
+    out = [c for pair in zip(a, b) for c in pair]
+    k = min(len(a), len(b))
+    out += a[k:] + b[k:]
+    return out if n is None else out[:n]

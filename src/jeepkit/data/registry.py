@@ -47,12 +47,13 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({d.name: d for d in (
     DatasetSpec("zsre", "zsRE", "zsre", build_zsre, "zsre/zsre_mend_eval-first34.json",
                 "https://rome.baulab.info/data/dsets/zsre_mem_eval.json", paper_table="table2"),
     # KnowEdit (survey 003 §3.2, zjunlp/KnowEdit on the Hub). The bundled builder makes WikiData_counterfact-like
-    # cases from the fact table; the mirror has no KnowEdit file (set data.files.<name>).
+    # cases from the fact table; nothing bundled resembles ZsRE or WikiData_recent, so those two have no bundled
+    # cases (a mirror file via data.files.<name>, or the official file). The mirror has no KnowEdit file.
     DatasetSpec("wiki_counterfact", "WikiData_counterfact", "knowedit", build_knowedit, None,
                 f"{KNOWEDIT_HUB}/wiki_counterfact/test_cf.json"),
-    DatasetSpec("knowedit_zsre", "ZsRE (KnowEdit)", "knowedit", build_knowedit, None,
+    DatasetSpec("knowedit_zsre", "ZsRE (KnowEdit)", "knowedit", None, None,
                 f"{KNOWEDIT_HUB}/ZsRE/ZsRE-test-all.json"),
-    DatasetSpec("wiki_recent", "WikiData_recent", "knowedit", build_knowedit, None,
+    DatasetSpec("wiki_recent", "WikiData_recent", "knowedit", None, None,
                 f"{KNOWEDIT_HUB}/wiki_recent/recent_test.json"),
 )})
 

@@ -228,6 +228,10 @@ def resolve_dataset(
 
     spec = SPECS[name]
     if source == "bundled":
+        if spec.bundled is None:
+            have = [d for d, s in SPECS.items() if s.bundled is not None and s.kind == spec.kind]
+            raise ConfigError(f"dataset {name!r} has no bundled cases (the bundled {spec.kind} cases are "
+                              f"{', '.join(have)}'s); use source mirror (data.files.{name}) or official")
         cases, reader = spec.bundled(n, seed), f"bundled.{spec.bundled.__name__}"
         blob = json.dumps([c.to_dict() for c in cases], sort_keys=True).encode()
         prov.update(path="jeepkit/data/facts.py", seed=seed, reader=reader,

@@ -459,6 +459,7 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
     initial: dict[str, torch.Tensor] = {}
     diag: dict[str, Any] = {}
     for region in regions:
+        sq_norm = 0.0
         cur_module = arch.name(region.cur_role, region.cur_layer)
         # read from the region's lowest layer: nothing below it changes while the region is applied
         rows = KeyRows(model, tok, arch, cases, prefixes, key_batch_rows,
@@ -482,6 +483,8 @@ def apply_regions(model: nn.Module, tok, arch: Arch, cases: Sequence[EditCase], 
                 initial.setdefault(key_module, W.detach().float().clone())
                 W.add_(dW.to(device=W.device, dtype=W.dtype))
             diag[f"{region.name}/{layer}/residual_norm"] = float(T.norm(dim=0).mean())
+            sq_norm += float(dW.double().pow(2).sum())
+        diag[f"{region.name}/delta_frobenius"] = sq_norm ** 0.5  # ‖ΔW‖_F over the region's matrices
     # What was really applied (exact for fp16/bf16 weights, and for a module two regions both edit).
     deltas = {name: (get_module(model, name).weight.detach().float() - w0).to(CPU) for name, w0 in initial.items()}
     return deltas, diag

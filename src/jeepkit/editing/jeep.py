@@ -162,6 +162,8 @@ def edit(ctx: EditContext, cases: Sequence[EditCase], hp: Hparams) -> EditResult
     info = {f"low/{k}": v for k, v in low.info.items()} | {f"high/{k}": v for k, v in high.info.items()}
     info["target_seconds"] = low.info["target_seconds"] + high.info["target_seconds"]
     info["edit_seconds"] = low.info["edit_seconds"] + high.info["edit_seconds"]
+    info["mean_target_prob"] = high.info["mean_target_prob"]  # δ* reached on the low-edited model
+    info["target_prob_after_edit"] = high.info["target_prob_after_edit"]  # the model after both steps
     return EditResult(deltas=deltas, info=info)
 
 

@@ -55,6 +55,29 @@ class EditResult:
     finish: Callable[[], None] | None = None
 
 
+@torch.no_grad()
+def target_prob(model: nn.Module, tok, cases: Sequence[EditCase], rows: int = 32) -> float:
+    """Mean over cases of exp(mean log p(target token)) on the bare rewrite prompt: what the optimised δ's
+    promised (`mean_target_prob`, with them added) against what the weight update delivers."""
+    from ..device import input_device
+    from ..forward import logits_at
+    from ..tokens import locate_template, pad_id, right_pad
+
+    out = []
+    for b in range(0, len(cases), rows):
+        locs = [locate_template(tok, c.prompt, c.subject, answer=c.target_new) for c in cases[b:b + rows]]
+        ids, mask = right_pad([l.ids[:-1] for l in locs], pad_id(tok), device=input_device(model))
+        r = torch.tensor([i for i, l in enumerate(locs) for _ in l.answer_ids], dtype=torch.long)
+        c = torch.tensor([p for l in locs for p in l.answer_positions], dtype=torch.long)
+        lab = torch.tensor([t for l in locs for t in l.answer_ids], dtype=torch.long)
+        logp = torch.log_softmax(logits_at(model, ids, mask, r, c), -1)
+        tok_logp = logp.gather(1, lab.to(logp.device)[:, None])[:, 0].double().cpu()
+        per = torch.zeros(len(locs), dtype=torch.float64).index_add(0, r, tok_logp)
+        n = torch.zeros(len(locs), dtype=torch.float64).index_add(0, r, torch.ones_like(tok_logp))
+        out += (per / n).exp().tolist()
+    return sum(out) / len(out)
+
+
 def optimise_and_apply(ctx: EditContext, cases: Sequence[EditCase], objective: Objective,
                        regions: Sequence[Region], hp: Any, *, label: str, solver: Solver = memit_solve,
                        solver_kwargs: dict[str, Any] | None = None, targets_from: str | None = None) -> EditResult:
@@ -81,5 +104,6 @@ def optimise_and_apply(ctx: EditContext, cases: Sequence[EditCase], objective: O
     info = {"target_seconds": round(t_targets, 2), "edit_seconds": round(time.time() - t0, 2),
             "target_cache_hits": cache.hits, "target_cache_misses": cache.misses,
             "mean_target_prob": sum(r.info.get("target_prob", 0) for r in results) / len(results),
+            "target_prob_after_edit": target_prob(ctx.model, ctx.tok, cases, ctx.runtime.eval_rows),
             "mean_opt_steps": sum(r.info.get("steps", 0) for r in results) / len(results), **diag}
     return EditResult(deltas=deltas, info=info)

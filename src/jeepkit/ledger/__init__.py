@@ -12,7 +12,8 @@ Split by concern: `rules` (verdicts, comparability, tolerance), `claims` (one bu
   else None);
 * ``reproduced_value`` / ``reproduced_interval`` (our number and its 95% half-width; for orderings the margin
   and the half-width sqrt(ci1² + ci2²) of a difference of independent estimates), ``reproduced`` (text);
-* ``verdict`` ∈ {reproduced, contradicted, undecided, not reproduced, not comparable} and ``reason``;
+* ``verdict`` ∈ {reproduced, contradicted, undecided, not reproduced, not comparable, not testable} and
+  ``reason``;
   ``scale`` (our model, data, edits, seeds, interval type) and ``sources`` (files read).
 
 Rules (also in ``RULES``, printed at the top of the ledger):
@@ -32,11 +33,11 @@ from __future__ import annotations
 
 from .claims import KNOWEDIT_CLAIMS, _knowedit, build_ledger
 from .render import headline, ledger_markdown, write_index, write_ledger
-from .rules import (CONTRADICTED, MIN_TOL, NOT_COMPARABLE, NOT_REPRODUCED, PAPER_EDITORS, PAPER_MODELS, PAPER_N_EDITS,
+from .rules import (CONTRADICTED, MIN_TOL, NOT_COMPARABLE, NOT_REPRODUCED, NOT_TESTABLE, PAPER_EDITORS, PAPER_MODELS, PAPER_N_EDITS,
                     PAPER_SEEDS, REPRODUCED, ROUNDING, RULES, SINGLE_REGION, UNDECIDED, VERDICTS, comparability, counts,
                     decide, decide_all, entry)
 
 __all__ = ["KNOWEDIT_CLAIMS", "_knowedit", "build_ledger", "headline", "ledger_markdown", "write_index", "write_ledger",
-           "CONTRADICTED", "MIN_TOL", "NOT_COMPARABLE", "NOT_REPRODUCED", "PAPER_EDITORS", "PAPER_MODELS",
+           "CONTRADICTED", "MIN_TOL", "NOT_COMPARABLE", "NOT_REPRODUCED", "NOT_TESTABLE", "PAPER_EDITORS", "PAPER_MODELS",
            "PAPER_N_EDITS", "PAPER_SEEDS", "REPRODUCED", "ROUNDING", "RULES", "SINGLE_REGION", "UNDECIDED", "VERDICTS",
            "comparability", "counts", "decide", "decide_all", "entry"]

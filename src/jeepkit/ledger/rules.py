@@ -15,7 +15,8 @@ CONTRADICTED = "contradicted"  # an ordering or shape whose interval excludes 0 
 UNDECIDED = "undecided"  # an ordering or shape whose interval includes 0: this scale cannot tell
 NOT_REPRODUCED = "not reproduced"  # a comparable printed cell outside the tolerance; a one-record case claim
 NOT_COMPARABLE = "not comparable"
-VERDICTS = (REPRODUCED, CONTRADICTED, UNDECIDED, NOT_REPRODUCED, NOT_COMPARABLE)
+NOT_TESTABLE = "not testable"  # our data cannot tell the two sides apart by construction (the reason says why)
+VERDICTS = (REPRODUCED, CONTRADICTED, UNDECIDED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_TESTABLE)
 
 PAPER_MODELS: Mapping[str, str] = {"gptj": "GPT-J", "llama7b": "LLaMA"}  # our model.key -> the paper's model
 _PAPER_MODEL_IDS = {"GPT-J": "gpt-j-6b", "LLaMA": "llama-7b"}  # substring an HF id must contain
@@ -37,7 +38,9 @@ RULES = (
     "it excludes 0 the other way, 'undecided' when it includes 0 (a claim on several differences is reproduced "
     "only if every one is, contradicted if any one is). Case claims (one record) are 'reproduced' / 'not "
     "reproduced'; a degenerate continuation (one word repeated) does not count as producing its target. "
-    "Missing runs make a claim 'not comparable'.",
+    "Missing runs make a claim 'not comparable'. A claim our data cannot decide by construction (two methods "
+    "whose objectives coincide on it, e.g. FT-L and FT-M when every target is one token) is 'not testable', "
+    "and the reason says why.",
     "Ordering margins carry the half-width sqrt(ci1^2 + ci2^2) of a difference of independent estimates. "
     "Probe shape claims use per-record differences between two layers, with a t-interval over records.",
 )

@@ -18,10 +18,13 @@ from .labels import DATASET_LABELS, METRIC_COLUMNS, TIMING_FIELDS
 FREE_COLUMNS = tuple(f"free_{m}_{rule}_{s}" for m in ("ES", "GS", "LS") for rule in ("exact", "contains")
                      for s in ("mean", "ci95"))
 GEN_COLUMNS = ("GE_mean", "GE_ci95", "RS_mean", "RS_ci95")  # MEMIT's Fluency / Consistency, official data only
+# what an edit changed (metrics "work"): ‖ΔW‖_F of JEEP's low / high region (or the one region of other methods,
+# named after it), and the rewrite's target probability on the edited model
+REACH_COLUMNS = ("dW_low", "dW_high", "p_target_after")
 RUN_COLUMNS = (
     "method", "name", "dataset", "kind", "model", "model_id", "data_source", "n_cases", "n_edits", "batch_size", "seed",
     *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "ci95", "n")), "protocol",
-    "interval", *TIMING_FIELDS, *FREE_COLUMNS, "ppl_before", "ppl_after", *GEN_COLUMNS, "file",
+    "interval", *TIMING_FIELDS, *FREE_COLUMNS, "ppl_before", "ppl_after", *GEN_COLUMNS, *REACH_COLUMNS, "file",
 )
 
 
@@ -97,6 +100,14 @@ def _run_row(obj: Any, file: str) -> dict[str, Any]:
     row["protocol"] = str(summary["ES"].get("protocol", "")) if isinstance(summary.get("ES"), dict) else ""
     row["interval"] = _interval_text(summary.get("interval"))
     row.update(_free_and_drift(obj, summary, file))
+    work = obj.get("work") or {}
+    norms = work.get("delta_frobenius") if isinstance(work, dict) else None
+    for col, region in (("dW_low", "low"), ("dW_high", "high")):
+        # recorded without the region: the run left it alone (0); not recorded at all: unknown
+        row[col] = (math.nan if not isinstance(norms, dict) or not norms
+                    else _num(norms.get(region, 0.0), f"work.delta_frobenius.{region}", file, lo=0.0))
+    p = work.get("target_prob_after_edit") if isinstance(work, dict) else None
+    row["p_target_after"] = _num(p, "work.target_prob_after_edit", file, lo=0.0, hi=1.0) if p is not None else math.nan
     timing = obj.get("timing", {})  # optional: older runs may not have it
     if not isinstance(timing, dict):
         raise InputError(f"expected an object, got {timing!r}", file=file, field="timing")

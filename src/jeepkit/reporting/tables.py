@@ -18,7 +18,7 @@ from ..metrics import t_interval
 from .labels import (ABLATION_LABELS, ABLATION_ORDER, DATASET_LABELS, EDITORS, METRIC_COLUMNS, NOT_IN_PAPER, NOT_RUN,
                      OURS, PAPER_REFERENCE, PAPER_TABLE_FOR, QUOTED, RAN_HERE, TIMING_FIELDS, _intervals_text,
                      _method_order, interval_kind, method_label)
-from .loading import RUN_COLUMNS, _get, _num, _overrides, load_group, load_scaling
+from .loading import REACH_COLUMNS, RUN_COLUMNS, _get, _num, _overrides, load_group, load_scaling
 from .paper import (PAPER_FIG4_NOTE, PAPER_FIG6_NOTE, PAPER_SCALE, PAPER_TABLE1_NOTE, PAPER_TABLE4_NOTE,
                     paper_methods, paper_rows, paper_table4_values)
 
@@ -311,7 +311,8 @@ def ablation_frame(metrics_root: str | os.PathLike, dataset: str, *, model: str 
                              f"{sorted(int(x) for x in g['n_edits'].unique())}", field="n_edits")
         base = _combined(g) if len(g) else {**_empty_metrics(), "model": "", "model_id": "", "n_edits": 0,
                                             "data_source": "", "files": ""}
-        rows.append({"variant": key, "label": ABLATION_LABELS[key], **base,
+        reach = {c: float(g[c].mean()) if len(g) else math.nan for c in REACH_COLUMNS}
+        rows.append({"variant": key, "label": ABLATION_LABELS[key], **base, **reach,
                      **{f"paper_{m}": v for m, v in zip(METRIC_COLUMNS, paper_table4_values(key))},
                      "status": RAN_HERE if len(g) else NOT_RUN})
     out = pd.DataFrame(rows).set_index("variant")
@@ -328,6 +329,11 @@ def table4(metrics_root: str | os.PathLike, dataset: str, *, model: str | None =
         data[m] = [format_cell(r[f"{m}_mean"], r[f"{m}_ci95"]) if r["n_seeds"] else NOT_RUN for _, r in fr.iterrows()]
     for m in METRIC_COLUMNS:
         data[f"{m} (paper)"] = [f"{v:.1f}" for v in fr[f"paper_{m}"]]
+    # what each variant changed: a region it leaves alone shows 0; "–" where no run recorded it
+    for col, label, fmt in (("dW_low", "‖ΔW‖ low", "{:.3g}"), ("dW_high", "‖ΔW‖ high", "{:.3g}"),
+                            ("p_target_after", "P(target) after edit", "{:.3f}")):
+        data[label] = ["–" if not r["n_seeds"] or math.isnan(r[col]) else fmt.format(r[col])
+                       for _, r in fr.iterrows()]
     data["status"] = list(fr["status"])
     out = pd.DataFrame(data, index=pd.Index(list(fr["label"]), name="Variant"))
     out.attrs["note"] = fr.attrs["note"]

@@ -252,11 +252,21 @@ class Session:
                 pristine.restore(res.deltas)
         return out
 
+    def target_tokens(self, n_edits: int) -> dict[str, int]:
+        """How many tokens the edited targets take: with one each, objectives that differ only on later
+        target tokens (FT-L's and FT-M's) coincide, and the ledger calls claims between them not testable."""
+        from ..tokens import locate_template
+
+        n = [len(locate_template(self.tok, c.prompt, c.subject, answer=c.target_new).answer_ids)
+             for c in self.cases[:n_edits]]
+        return {"max": max(n, default=0), "multi_token_records": sum(k > 1 for k in n)}
+
     def header(self, n_edits: int, batch: int) -> dict[str, Any]:
         return {"method": self.method, "method_label": self.spec.label, "dataset": self.dataset,
                 "kind": self.cases[0].kind,
                 "overrides": self.overrides, "model": {"key": self.params["model"]["key"], **self.ident},
-                "data": {"source": self.prov.get("source"), "n_cases": n_edits, "provenance": self.prov},
+                "data": {"source": self.prov.get("source"), "n_cases": n_edits, "provenance": self.prov,
+                         "target_tokens": self.target_tokens(n_edits)},
                 "profile": self.params.get("profile"), "seed": self.seed, "n_edits": n_edits, "batch_size": batch,
                 "covariance": self.cov.describe(), "code": code_version(), "device": self.device}
 
@@ -349,9 +359,26 @@ def drift_record(before: dict[str, Any], after: list[dict[str, Any]], settings: 
 
 
 def work_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """Machine-independent cost of the edit: mean optimisation steps per request (the wall time is in timings)."""
-    steps = [i["mean_opt_steps"] for i in infos if isinstance(i.get("mean_opt_steps"), (int, float))]
-    return {"mean_opt_steps": round(sum(steps) / len(steps), 4) if steps else None}
+    """Machine-independent cost and reach of the edit, means over chunks: optimisation steps per request (the
+    wall time is in timings); ‖ΔW‖_F per updated region (so a variant that changes nothing shows a zero, not
+    just equal scores); the target probability the optimised δ's reached and the one the edited weights give."""
+    import re
+
+    def mean(key: str) -> float | None:
+        vals = [i[key] for i in infos if isinstance(i.get(key), (int, float))]
+        return round(sum(vals) / len(vals), 6) if vals else None
+
+    regions: dict[str, list[float]] = {}
+    for i in infos:
+        for k, v in i.items():
+            m = re.search(r"(?:^|/)([^/]+)/delta_frobenius$", k)
+            if m and isinstance(v, (int, float)):
+                regions.setdefault(m.group(1), []).append(float(v))
+    steps = mean("mean_opt_steps")
+    return {"mean_opt_steps": None if steps is None else round(steps, 4),
+            "delta_frobenius": {r: round(sum(v) / len(v), 6) for r, v in sorted(regions.items())},
+            "target_prob_with_deltas": mean("mean_target_prob"),
+            "target_prob_after_edit": mean("target_prob_after_edit")}
 
 
 def scaling_sizes(max_m: int, n_points: int = 16) -> list[int]:
