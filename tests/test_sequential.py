@@ -298,3 +298,52 @@ def test_alphaedit_under_rect_reads_its_keys_from_the_sparsified_model(workdir):
     for name, d in total.items():
         torch.testing.assert_close(d, right[name], rtol=0, atol=1e-6)
     assert max(float((right[n] - wrong[n]).abs().max()) for n in right) > 1e-5
+
+
+def test_drift_is_a_paired_interval_that_decides_the_claim(workdir):
+    """Each drift checkpoint carries the change in log-perplexity from before editing, equal to the per-document
+    sums by hand, with a paired bootstrap interval around it; the ledger's seq-drift claim follows the interval."""
+    from jeepkit.drift import change
+    from jeepkit.ledger.claims import _sequential
+    from jeepkit.ledger.rules import CONTRADICTED, REPRODUCED, UNDECIDED, decide_all
+
+    m = sequential("memit", "counterfact")
+    before, last = m["drift_before"], m["checkpoints"][-1]["drift"]
+    ch = last["change"]
+    want = (sum(last["per_doc"]["nll"]) - sum(before["per_doc"]["nll"])) / sum(before["per_doc"]["tokens"])
+    assert ch["log_ppl_change"] == pytest.approx(want, rel=1e-9)
+    assert ch["log_ppl_change"] == pytest.approx(math.log(last["perplexity"] / before["perplexity"]), rel=1e-9)
+    lo, hi = ch["ci95"]
+    assert lo <= ch["log_ppl_change"] <= hi and ch["n_docs"] == 4
+    assert change(before, [last], seed=2) == ch  # seeded: the same interval again
+    entry = {e["id"]: e for e in _sequential(workdir / "metrics", "counterfact")}["seq-drift"]
+    verdicts = []
+    for f in sorted((workdir / "metrics" / "sequential").glob("*-none_counterfact_s0.json")):
+        lo, hi = json.loads(f.read_text())["checkpoints"][-1]["drift"]["change"]["ci95"]
+        verdicts.append(REPRODUCED if lo > 0 else CONTRADICTED if hi < 0 else UNDECIDED)
+    assert verdicts and entry["verdict"] == decide_all(verdicts) and "paired bootstrap" in entry["reason"]
+
+
+def test_paired_interval_sees_a_consistent_shift_that_document_spread_hides():
+    """Documents differ a lot in difficulty; an edit that adds 0.05 nats to every token of every document is
+    detected by the paired interval (it excludes 0) although the documents' own spread is far larger."""
+    from jeepkit.drift import change
+
+    g = torch.Generator().manual_seed(0)
+    tokens = [30 + int(x) for x in torch.randint(0, 30, (20,), generator=g)]
+    nll = [t * float(2.0 + 3.0 * torch.rand(1, generator=g)) for t in tokens]
+    before = {"per_doc": {"nll": nll, "tokens": tokens}}
+    after = {"per_doc": {"nll": [x + 0.05 * t for x, t in zip(nll, tokens)], "tokens": tokens}}
+    ch = change(before, [after], seed=0)
+    assert ch["log_ppl_change"] == pytest.approx(0.05) and ch["ci95"][0] == pytest.approx(0.05)
+    assert ch["ci95"][1] == pytest.approx(0.05)
+    with pytest.raises(ConfigError, match="different documents"):
+        change(before, [{"per_doc": {"nll": nll[:-1], "tokens": tokens[:-1]}}])
+
+
+def test_python_docs_are_human_prose_in_a_seeded_order():
+    from jeepkit.drift import python_docs
+
+    a, b = python_docs(32, 2), python_docs(32, 2)
+    assert a == b and len(set(a)) == 32 and python_docs(32, 3) != a
+    assert all(len(t) >= 200 and ">>>" not in t and "\n" not in t for t in a)

@@ -68,6 +68,7 @@ SECTIONS: dict[str, dict[str, F]] = {
                    "attribute_snippets": F("str", nullable=True), "idf": F("str", nullable=True),
                    "tfidf_vocab": F("str", nullable=True)},
     "drift": {"n_docs": F("int", True, lo=1), "max_length": F("int", True, lo=2), "seed": F("int", lo=0),
+              "corpus": F("str", choices=("python_docs", "stats")),
               "batch_size": F("int", lo=1)},
     "run": {"memory_budget_gb": F("num", nullable=True, gt=0.0), "solve_on": F("str", choices=("weight", "cpu")),
             "target_requests": F("int", lo=1, nullable=True), "key_rows": F("int", lo=1),

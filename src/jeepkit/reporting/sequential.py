@@ -32,6 +32,16 @@ def _mean(summary: dict[str, Any], metric: str, what: str = "mean") -> float:
     return math.nan if v is None else float(v)
 
 
+def _drift_change(drift: dict[str, Any] | None) -> dict[str, float]:
+    """The log-perplexity change from before editing and its paired bootstrap interval (NaN where not recorded)."""
+    ch = (drift or {}).get("change")
+    if not isinstance(ch, dict):
+        return {"log_ppl_change": math.nan, "log_ppl_change_lo": math.nan, "log_ppl_change_hi": math.nan}
+    lo, hi = ch["ci95"]
+    return {"log_ppl_change": float(ch["log_ppl_change"]), "log_ppl_change_lo": float(lo),
+            "log_ppl_change_hi": float(hi)}
+
+
 def _row(m: dict[str, Any], point: dict[str, Any], variant: str, block: dict[str, Any], file: str) -> dict[str, Any]:
     summ = block["summary"]
     spectra = block.get("spectra") or {}
@@ -42,6 +52,7 @@ def _row(m: dict[str, Any], point: dict[str, Any], variant: str, block: dict[str
            "batch": int(point["batch"]), "edits": int(point["edits"]), "batch_size": int(m["protocol"]["batch"]),
            "total": int(m["protocol"]["total"]),
            "perplexity": float(block["drift"]["perplexity"]) if "drift" in block else math.nan,
+           **_drift_change(block.get("drift")),
            "perplexity_before": float(m["drift_before"]["perplexity"]),
            "first_batch_Score": _mean(summ["first_batch"], "Score"),
            "first_batch_Score_ci95": _mean(summ["first_batch"], "Score", "ci95"),

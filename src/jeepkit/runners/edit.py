@@ -162,7 +162,10 @@ class Session:
     def drift_protocol(self) -> dict[str, Any]:
         from ..drift import drift_settings
 
-        return {**drift_settings(self.params), "corpus": self.params["stats"]["corpus"], "protocol": "perplexity"}
+        d = drift_settings(self.params)
+        return {**d, "text": d["corpus"], "corpus": (d["corpus"] if d["corpus"] == "python_docs"
+                                                     else self.params["stats"]["corpus"]),
+                "protocol": "perplexity", "name": "held-out perplexity drift"}
 
     def _preflight(self, needs: list[tuple[str, int]]) -> None:
         """Layer indices in range, statistics present and of the right shape, prompts within the context."""
@@ -351,11 +354,15 @@ def edit_and_evaluate(method: str, dataset: str, params: ParamsLike = "params.ya
 
 
 def drift_record(before: dict[str, Any], after: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    """Held-out perplexity before editing and after each chunk's edit; `perplexity_after` is the chunks' mean."""
+    """Held-out perplexity before editing and after each chunk's edit; `perplexity_after` is the chunks' mean;
+    `log_ppl_change` the change in log-perplexity with its paired bootstrap interval over documents."""
+    from ..drift import change
+
     mean_after = sum(a["perplexity"] for a in after) / len(after)
     return {"protocol": "perplexity", "settings": settings, "before": before, "after": after,
             "perplexity_before": before["perplexity"], "perplexity_after": mean_after,
-            "change": mean_after - before["perplexity"]}
+            "change": mean_after - before["perplexity"],
+            "log_ppl_change": change(before, after, seed=int(settings.get("seed", 0)))}
 
 
 def work_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -100,6 +100,13 @@ class SequentialRun:
     def perplexity(self) -> dict[str, Any]:
         return self.s.perplexity()
 
+    def drift(self, before: dict[str, Any]) -> dict[str, Any]:
+        """Held-out perplexity now, and its log-perplexity change from `before` with the paired interval."""
+        from ..drift import change, drift_settings
+
+        now = self.perplexity()
+        return {**now, "change": change(before, [now], seed=drift_settings(self.s.params)["seed"])}
+
     def score(self, upto: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from ..evaluation import evaluate_cases
 
@@ -189,7 +196,7 @@ class SequentialRun:
             if self.generation_tokens and (b == 0 or last):  # the one-batch model, and the model after all batches
                 point["free_generation"] = self.free_generation(upto)
             if b == 0 or last:  # drift: the one-batch model and the model after all batches (beside `drift_before`)
-                point["drift"] = self.perplexity()
+                point["drift"] = self.drift(out["drift_before"])
             point["spectra"] = self.spectra(delta)
             if self.prune.get("alpha") is not None and (prune_every or last):
                 restrained = self.pruned(delta)
@@ -202,7 +209,7 @@ class SequentialRun:
                         self.set_delta(restrained)
                         point["prune"] = {"acted": acted, "summary": self.score(upto)[0],
                                           "spectra": self.spectra(restrained),
-                                          **({"drift": self.perplexity()} if "drift" in point else {})}
+                                          **({"drift": self.drift(out["drift_before"])} if "drift" in point else {})}
                 if last:
                     out["pruned_delta"] = restrained
             out["timing"]["eval_seconds"] += time.time() - t1
