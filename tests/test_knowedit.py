@@ -47,8 +47,13 @@ def test_canonical_round_trip_keeps_groups_and_old_kinds_unchanged(tmp_path):
     assert load_cases(tmp_path / "k.jsonl") == cases
     cf = EditCase("1", "counterfact", "{} is in", "Paris", "Japan", "France")
     assert "portability" not in cf.to_dict()  # CounterFact / zsRE files keep their bytes
-    with pytest.raises(InputError, match="portability"):
-        EditCase("1", "knowedit", "{} is in", "Paris", "Japan", None, locality=cf.locality).validate()
+    # a KnowEdit record may lack portability (EasyEdit leaves it out of the Portability mean), not locality
+    from jeepkit.data.schema import Probe
+
+    EditCase("1", "knowedit", "{} is in", "Paris", "Japan", None,
+             locality=(Probe("Rome is in", "Italy", "Relation_Specificity"),)).validate()
+    with pytest.raises(InputError, match="locality"):
+        EditCase("1", "knowedit", "{} is in", "Paris", "Japan", None).validate()
 
 
 def test_bundled_knowedit_is_deterministic_and_its_portability_follows_the_fact_table():
@@ -152,3 +157,40 @@ def test_bundled_knowedit_holds_multi_token_targets_and_other_names_are_refused(
     for name in ("wiki_recent", "knowedit_zsre"):
         with pytest.raises(ConfigError, match=f"{name}' has no bundled cases"):
             resolve_dataset(name, "bundled", n=4, seed=0)
+
+
+def test_reader_skips_what_easyedit_skips_and_counts_it(tmp_path):
+    """Empty answers are skipped (EasyEdit: `if an.strip() == "": continue`), a list of prompts gives one probe
+    each, a record without portability stays (left out of the Portability mean), and the provenance counts
+    what was left out."""
+    import json
+
+    recs = [{"subject": "Paris", "prompt": "Paris is in", "target_new": "Japan", "ground_truth": "France",
+             "portability": {"Reasoning": [{"prompt": ["Paris's continent is", "The continent of Paris is"],
+                                            "ground_truth": [["Asia"]]},
+                                           {"prompt": "Paris's currency is", "ground_truth": [[""]]}]},
+             "locality": {"Relation_Specificity": [{"prompt": "Rome is in", "ground_truth": ""},
+                                                   {"prompt": "Berlin is in", "ground_truth": "Germany"}]}},
+            {"subject": "Oslo", "prompt": "Oslo is in", "target_new": "Chile", "ground_truth": "Norway",
+             "locality": {"Relation_Specificity": [{"prompt": "Bern is in", "ground_truth": ["Switzerland"]}]}},
+            {"subject": "Rome", "prompt": "Rome is in", "target_new": "Peru", "ground_truth": "Italy",
+             "portability": {"Subject_Aliasing": []},
+             "locality": {"Relation_Specificity": [{"prompt": "Bern is in", "ground_truth": ["Switzerland"]}]}}]
+    f = tmp_path / "knowedit.json"
+    f.write_text(json.dumps(recs))
+    cases, prov = resolve_dataset("wiki_counterfact", "mirror", mirror_file=f)
+    a, b, c = cases
+    assert c.portability == ()
+    assert [(p.prompt, p.answer) for p in a.portability] == [("Paris's continent is", "Asia"),
+                                                             ("The continent of Paris is", "Asia")]
+    assert [p.answer for p in a.locality] == ["Germany"] and b.portability == ()
+    assert prov["skipped"] == {"locality_probes_with_empty_answer": 1, "portability_probes_with_empty_answer": 1,
+                               "records_without_portability": 2}
+    from jeepkit.metrics import summarise
+    per = [{"case_id": "0", "kind": "knowedit", "rewrite": {"acc": 1.0}, "paraphrases": [],
+            "portability": [{"acc": 1.0, "group": "Reasoning"}] * 2, "locality": [{"acc": 1.0, "group": "R"}],
+            "fluency": {"text": "", "entropy": 1.0}},
+           {"case_id": "1", "kind": "knowedit", "rewrite": {"acc": 0.0}, "paraphrases": [], "portability": [],
+            "locality": [{"acc": 0.0, "group": "R"}], "fluency": {"text": "", "entropy": 1.0}}]
+    s = summarise(per, "knowedit")
+    assert s["PS"]["n"] == 1 and s["PS"]["mean"] == 100.0 and s["ES"]["n"] == 2

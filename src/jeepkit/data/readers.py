@@ -20,14 +20,18 @@ READERS = ("rome_counterfact", "easyedit_counterfact", "mend_zsre", "knowedit")
 class _Record:
     """One raw JSON record plus where it came from, so every lookup can name file, record and field."""
 
-    def __init__(self, raw: Any, file: str, index: int):
+    def __init__(self, raw: Any, file: str, index: int, skipped: dict[str, int] | None = None):
         self.file = file
         self.id: object = index
+        self.skipped = skipped if skipped is not None else {}  # what a lenient reader left out, by reason
         if not isinstance(raw, dict):
             raise InputError(f"expected a JSON object, got {type(raw).__name__}", file=file, record=index)
         self.raw = raw
         if "case_id" in raw:
             self.id = raw["case_id"]
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def error(self, message: str, field: str) -> InputError:
         return InputError(message, file=self.file, record=self.id, field=field)
@@ -148,11 +152,25 @@ def _first_answer(rec: _Record, value: Any, path: str) -> str:
     return node.strip()
 
 
+def _answer_or_none(value: Any) -> str | None:
+    """The first answer string of a KnowEdit ground_truth, or None where it is empty (EasyEdit skips those)."""
+    node = value
+    while isinstance(node, list):
+        if not node:
+            return None
+        node = node[0]
+    return node.strip() if isinstance(node, str) and node.strip() else None
+
+
 def _knowedit_probes(rec: _Record, field: str, required: bool) -> tuple[Probe, ...]:
-    """{group: [{prompt, ground_truth}, ...]} -> probes tagged with their group, in file order."""
-    if field not in rec.raw:
+    """{group: [{prompt, ground_truth}, ...]} -> probes tagged with their group, in file order.
+
+    As EasyEdit's KnowEdit loader: an entry whose answer is empty is skipped, a list of prompts gives one probe
+    per prompt; `rec.skipped` counts what was left out. A missing optional field gives no probes."""
+    if field not in rec.raw or (not required and rec.raw[field] in (None, {}, [])):
         if required:
             raise rec.error("missing field (a KnowEdit record needs it)", field)
+        rec.skip(f"records_without_{field}")
         return ()
     groups = rec.raw[field]
     if not isinstance(groups, dict):
@@ -166,11 +184,21 @@ def _knowedit_probes(rec: _Record, field: str, required: bool) -> tuple[Probe, .
             at = f"{where}[{i}]"
             if not isinstance(e, dict) or "prompt" not in e or "ground_truth" not in e:
                 raise rec.error("each entry needs 'prompt' and 'ground_truth'", at)
-            if not isinstance(e["prompt"], str) or not e["prompt"].strip():
+            prompts = e["prompt"] if isinstance(e["prompt"], list) else [e["prompt"]]
+            if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
                 raise rec.error("empty or non-text prompt", f"{at}.prompt")
-            out.append(Probe(e["prompt"], _first_answer(rec, e["ground_truth"], f"{at}.ground_truth"), str(group)))
-    if required and not out:
-        raise rec.error("no entries (a KnowEdit record needs at least one)", field)
+            answer = _answer_or_none(e["ground_truth"])
+            if answer is None:
+                if not isinstance(e["ground_truth"], (str, list)):
+                    raise rec.error(f"expected an answer string (or a list of them), got {e['ground_truth']!r}",
+                                    f"{at}.ground_truth")
+                rec.skip(f"{field}_probes_with_empty_answer")
+                continue
+            out += [Probe(p, answer, str(group)) for p in prompts]
+    if not out:
+        if required:
+            raise rec.error("no entries (a KnowEdit record needs at least one)", field)
+        rec.skip(f"records_without_{field}")
     return tuple(out)
 
 
@@ -187,7 +215,7 @@ def _knowedit(rec: _Record, source: str) -> EditCase:
         target_true=None if truth in (None, "", []) else _first_answer(rec, truth, "ground_truth"),
         paraphrases=(rec.get("rephrase_prompt"),) if "rephrase_prompt" in rec.raw else (),
         locality=_knowedit_probes(rec, "locality", required=True),
-        portability=_knowedit_probes(rec, "portability", required=True),
+        portability=_knowedit_probes(rec, "portability", required=False),
         source=source,
     )
 
@@ -207,9 +235,11 @@ def _top_level(data: Any, file: str) -> list:
 
 
 def parse_records(
-    data: Any, reader: str, path: str | Path, *, source: str | None = None, n: int | None = None
+    data: Any, reader: str, path: str | Path, *, source: str | None = None, n: int | None = None,
+    skipped: dict[str, int] | None = None,
 ) -> list[EditCase]:
-    """Convert already-loaded JSON with the named reader (one of READERS); `path` is for messages."""
+    """Convert already-loaded JSON with the named reader (one of READERS); `path` is for messages. `skipped`,
+    when given, receives the counts of what a lenient reader (KnowEdit's) left out, by reason."""
     if reader not in _PARSERS:
         raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
     file = str(path)
@@ -223,7 +253,7 @@ def parse_records(
     cases: list[EditCase] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(records):
-        rec = _Record(raw, file, i)
+        rec = _Record(raw, file, i, skipped)
         case = parse(rec, source)
         case.validate(file=file, record=rec.id)
         if case.case_id in seen:

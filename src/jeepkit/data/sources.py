@@ -191,11 +191,12 @@ def _mirror_path(name: str, mirror: str | Path | None, mirror_file: str | Path |
     return path
 
 
-def _read_file(name: str, path: Path, source_label: str, n: int | None) -> tuple[list[EditCase], str]:
+def _read_file(name: str, path: Path, source_label: str, n: int | None,
+               skipped: dict[str, int] | None = None) -> tuple[list[EditCase], str]:
     data = read_json(path)
     reader = sniff_format(data, str(path))
     check_kind(reader, name, str(path))
-    return parse_records(data, reader, path, source=source_label, n=n), reader
+    return parse_records(data, reader, path, source=source_label, n=n, skipped=skipped), reader
 
 
 def resolve_dataset(
@@ -253,7 +254,10 @@ def resolve_dataset(
                     stacklevel=2,
                 )
         derive_mcf = spec.derive_from_mirror == "drop_conflicts" and source == "mirror"
-        cases, reader = _read_file(name, path, f"{source}:{path.name}", None if derive_mcf else n)
+        skipped: dict[str, int] = {}
+        cases, reader = _read_file(name, path, f"{source}:{path.name}", None if derive_mcf else n, skipped)
+        if reader == "knowedit":  # what the lenient reader left out, as EasyEdit's loader does
+            prov["skipped"] = dict(sorted(skipped.items()))
         if derive_mcf:
             cases, dropped = drop_conflicts(cases)
             cases = cases if n is None else cases[:n]
