@@ -59,7 +59,7 @@ class EditResult:
 def target_prob(model: nn.Module, tok, cases: Sequence[EditCase], rows: int = 32) -> float:
     """Mean over cases of exp(mean log p(target token)) on the bare rewrite prompt: what the optimised δ's
     promised (`mean_target_prob`, with them added) against what the weight update delivers."""
-    from ..device import input_device
+    from ..device import CPU, input_device
     from ..forward import logits_at
     from ..tokens import locate_template, pad_id, right_pad
 
@@ -67,13 +67,14 @@ def target_prob(model: nn.Module, tok, cases: Sequence[EditCase], rows: int = 32
     for b in range(0, len(cases), rows):
         locs = [locate_template(tok, c.prompt, c.subject, answer=c.target_new) for c in cases[b:b + rows]]
         ids, mask = right_pad([l.ids[:-1] for l in locs], pad_id(tok), device=input_device(model))
-        r = torch.tensor([i for i, l in enumerate(locs) for _ in l.answer_ids], dtype=torch.long)
-        c = torch.tensor([p for l in locs for p in l.answer_positions], dtype=torch.long)
-        lab = torch.tensor([t for l in locs for t in l.answer_ids], dtype=torch.long)
+        # every tensor on an explicit device (a default-device trap must not catch these)
+        r = torch.tensor([i for i, l in enumerate(locs) for _ in l.answer_ids], dtype=torch.long, device=CPU)
+        c = torch.tensor([p for l in locs for p in l.answer_positions], dtype=torch.long, device=CPU)
+        lab = torch.tensor([t for l in locs for t in l.answer_ids], dtype=torch.long, device=CPU)
         logp = torch.log_softmax(logits_at(model, ids, mask, r, c), -1)
-        tok_logp = logp.gather(1, lab.to(logp.device)[:, None])[:, 0].double().cpu()
-        per = torch.zeros(len(locs), dtype=torch.float64).index_add(0, r, tok_logp)
-        n = torch.zeros(len(locs), dtype=torch.float64).index_add(0, r, torch.ones_like(tok_logp))
+        tok_logp = logp.gather(1, lab.to(logp.device)[:, None])[:, 0].double().to(CPU)
+        per = torch.zeros(len(locs), dtype=torch.float64, device=CPU).index_add(0, r, tok_logp)
+        n = torch.zeros(len(locs), dtype=torch.float64, device=CPU).index_add(0, r, torch.ones_like(tok_logp))
         out += (per / n).exp().tolist()
     return sum(out) / len(out)
 
