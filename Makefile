@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: env repro test test-fast repro-profile dry-run preflight tokenizer clean-env grid cluster system-deps
+.PHONY: env repro test test-fast repro-profile dry-run preflight tokenizer clean-env grid cluster system-deps parity-env
 
 env: $(STAMP)
 
@@ -70,3 +70,9 @@ tokenizer: $(STAMP)
 
 clean-env:
 	rm -rf $(VENV)
+
+# The reference implementations' own environment for benchmarks/parity/harness.py.
+parity-env:
+	test -x .venv-parity/bin/python || $(PYTHON) -m venv .venv-parity
+	.venv-parity/bin/python -m pip install -q torch==2.13.0
+	.venv-parity/bin/python -m pip install -q -r benchmarks/parity/requirements-memit.txt -c constraints.txt

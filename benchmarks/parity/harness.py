@@ -104,13 +104,14 @@ def ours(params: dict, method: str, dataset: str, n: int, threads: int) -> dict:
     from jeepkit.models import get_module
 
     return {"session": s, "cases": cases, "hp": hp, "z": z, "deltas": res.deltas, "per_case": per_case,
+            "kind": cases[0].kind, "source_file": s.prov.get("path"),
             "seconds": {"targets": res.info["target_seconds"],
                         "update": res.info["edit_seconds"] - res.info["target_seconds"], "evaluation": t_eval},
             "depth": s.arch.n_layers, "cov": {m: s.cov.get(m) for m in res.deltas},
             "model_dir": str(Path(s.p["model"]).resolve()), "get_module": get_module}
 
 
-def reference(method: str, mine: dict, ref_dir: Path, work: Path, threads: int) -> dict:
+def reference(method: str, mine: dict, ref_dir: Path, work: Path, threads: int, python: str) -> dict:
     cov_dir = work / "covariance"
     cov_dir.mkdir(parents=True, exist_ok=True)
     cov_files = {}
@@ -119,15 +120,23 @@ def reference(method: str, mine: dict, ref_dir: Path, work: Path, threads: int) 
         save_file({"cov": c.float().contiguous().cpu()}, str(f))
         cov_files[m] = str(f)
     out = work / f"out-{method}"
+    if out.exists():  # the reference reuses cached z files it finds there: every run computes its own
+        shutil.rmtree(out)
     spec = {"model_dir": mine["model_dir"], "method": method, "hparams": memit_hparams(mine["hp"], mine["depth"]),
-            "records": [rome_record(c) for c in mine["cases"]], "prefixes": list(mine["session"].prefixes),
-            "covariance": cov_files, "out": str(out), "threads": threads}
+            "prefixes": list(mine["session"].prefixes), "covariance": cov_files, "out": str(out), "threads": threads}
+    if mine["kind"] == "zsre":  # the same file, under the name the reference's dataset class reads
+        zdir = work / "zsre"
+        zdir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mine["source_file"], zdir / "zsre_mend_eval.json")
+        spec.update(zsre_dir=str(zdir), n=len(mine["cases"]))
+    else:
+        spec["records"] = [rome_record(c) for c in mine["cases"]]
     spec_file = work / f"spec-{method}.json"
     spec_file.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(ref_dir)}
     runner = HERE / REFERENCES[method][3]
     t0 = time.time()
-    done = subprocess.run([sys.executable, str(runner), str(spec_file)], cwd=ref_dir, env=env, capture_output=True,
+    done = subprocess.run([python, str(runner), str(spec_file)], cwd=ref_dir, env=env, capture_output=True,
                           text=True)
     if done.returncode:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
@@ -149,11 +158,17 @@ def compare(mine: dict, ref: dict) -> dict:
     for c, pc in zip(mine["cases"], mine["per_case"]):
         r = by_id[c.case_id]
         z_ours, z_ref = mine["z"][c.case_id].double(), torch.tensor(r["z"], dtype=torch.float64)
-        probes = [("rewrite", [pc["rewrite"]], r["rewrite_prompts_probs"], "ES"),
-                  ("paraphrases", pc["paraphrases"], r["paraphrase_prompts_probs"], "GS"),
-                  ("locality", pc["locality"], r["neighborhood_prompts_probs"], "LS")]
-        nll_diff, outcomes = 0.0, {}
-        for field, got, want, metric in probes:
+        nll_diff, outcomes = (0.0 if c.kind == "counterfact" else None), {}
+        if c.kind == "zsre":  # per target token: is the argmax the token (the reference prints accuracies only)
+            outcomes["ES"] = {"ours": list(pc["rewrite"]["correct"]), "reference": r["rewrite_prompts_correct"]}
+            outcomes["GS"] = {"ours": [t for p in pc["paraphrases"] for t in p["correct"]],
+                              "reference": r["paraphrase_prompts_correct"]}
+            outcomes["LS"] = {"ours": [t for p in pc["locality"] for t in p["correct"]],
+                              "reference": r["neighborhood_prompts_correct"]}
+        for field, got, want, metric in ([("rewrite", [pc["rewrite"]], r["rewrite_prompts_probs"], "ES"),
+                                          ("paraphrases", pc["paraphrases"], r["paraphrase_prompts_probs"], "GS"),
+                                          ("locality", pc["locality"], r["neighborhood_prompts_probs"], "LS")]
+                                         if c.kind == "counterfact" else []):
             o, w = [], []
             for g, x in zip(got, want):
                 nll_diff = max(nll_diff, abs(g["nll_new"] - x["target_new"]), abs(g["nll_true"] - x["target_true"]))
@@ -174,7 +189,8 @@ def compare(mine: dict, ref: dict) -> dict:
         "records": n, "outcome_agreement": sum(r["outcomes_agree"] for r in rows) / n,
         "worst_z_cosine": min(r["z_cosine"] for r in rows),
         "worst_z_rel_norm_diff": max(r["z_rel_norm_diff"] for r in rows),
-        "worst_delta_rel_frobenius": max(dw.values()), "worst_nll_diff": max(r["max_nll_diff"] for r in rows),
+        "worst_delta_rel_frobenius": max(dw.values()),
+        "worst_nll_diff": max((r["max_nll_diff"] for r in rows if r["max_nll_diff"] is not None), default=None),
         "seconds_per_fact": {"ours": {k: v / n for k, v in ours_s.items()},
                              "reference": {k: v / n for k, v in ref_s.items()}}}}
 
@@ -196,7 +212,8 @@ def write_table(out: Path) -> str:
         tot = {k: sum(v.values()) for k, v in s["seconds_per_fact"].items()}
         lines.append(f"| {d['method']} | {d['dataset']} | {d['reference']['repository']}@{d['reference']['commit'][:7]}"
                      f" | {s['records']} | {100 * s['outcome_agreement']:.0f} % | {s['worst_z_cosine']:.6f} | "
-                     f"{s['worst_delta_rel_frobenius']:.2e} | {s['worst_nll_diff']:.2e} | {tot['ours']:.1f} | "
+                     f"{s['worst_delta_rel_frobenius']:.2e} | "
+                     f"{'–' if s['worst_nll_diff'] is None else format(s['worst_nll_diff'], '.2e')} | {tot['ours']:.1f} | "
                      f"{tot['reference']:.1f} | {d.get('explanation', '')} |")
     text = "\n".join(lines) + "\n"
     (out / "README.md").write_text(text)
@@ -206,7 +223,7 @@ def write_table(out: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("method", choices=sorted(REFERENCES))
-    ap.add_argument("--dataset", default="counterfact", choices=("counterfact",))
+    ap.add_argument("--dataset", default="counterfact", choices=("counterfact", "zsre"))
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--reference", default=None, help="a checkout of the reference repository (default: clone)")
     ap.add_argument("--mirror", default=str(ROOT.parent / "shared" / "data"))
@@ -214,9 +231,14 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/parity")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--explain", default="", help="the cause of any disagreement, for the summary table")
+    ap.add_argument("--python", default=str(ROOT / ".venv-parity" / "bin" / "python"),
+                    help="the reference's interpreter (make parity-env builds .venv-parity)")
     a = ap.parse_args()
     if a.n < 1:
         raise SystemExit(f"error: --n: expected an integer >= 1, got {a.n}")
+    if not Path(a.python).exists():
+        raise SystemExit(f"error: --python: {a.python} does not exist; build the reference's environment with "
+                         "`make parity-env`")
     from jeepkit.params import load_params
     from jeepkit.runners.workspace import ensure_inputs, working_directory, workspace_params
 
@@ -228,7 +250,7 @@ def main() -> None:
     with working_directory(work / "package"):
         ensure_inputs(params, [a.dataset])
         mine = ours(params, a.method, a.dataset, a.n, a.threads)
-    ref = reference(a.method, mine, ref_dir, work, a.threads)
+    ref = reference(a.method, mine, ref_dir, work, a.threads, a.python)
     result = compare(mine, ref)
     url, commit, patch, _ = REFERENCES[a.method]
     doc = {"method": a.method, "dataset": a.dataset, "model": mine["session"].ident,
@@ -241,7 +263,7 @@ def main() -> None:
     s = result["summary"]
     print(f"{a.method} on {a.dataset}, {s['records']} records: outcomes identical {100 * s['outcome_agreement']:.0f} %, "
           f"worst z cosine {s['worst_z_cosine']:.6f}, worst ΔW rel. diff {s['worst_delta_rel_frobenius']:.2e}, "
-          f"worst NLL diff {s['worst_nll_diff']:.2e}")
+          f"worst NLL diff {s['worst_nll_diff']}")
     for side in ("ours", "reference"):
         t = s["seconds_per_fact"][side]
         print(f"  {side:9s} s/fact: " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()))

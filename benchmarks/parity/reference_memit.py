@@ -3,7 +3,8 @@ parity harness compares. Executed by `harness.py` in a subprocess with the patch
 imports nothing from jeepkit, so the reference's numbers come from the reference's code alone.
 
 Input (JSON, argv[1]): model_dir, method ("memit"), hparams (the reference's hyperparameter fields),
-records (ROME-format CounterFact records), prefixes (the package's context prefixes, each ending in ". "),
+records (ROME-format CounterFact records) or zsre_dir and n (the reference builds its zsRE records from
+zsre_mend_eval.json there with its own dataset class), prefixes (the package's context prefixes, each ending in ". "),
 covariance ({module: safetensors file holding E[kkᵀ] under "cov"}), out (a directory), threads.
 Output in `out`: reference.json (per record: z / v*, per-probe NLLs and outcomes; phase seconds) and
 delta.safetensors (ΔW per edited weight, the weights after minus before).
@@ -33,7 +34,12 @@ def main(spec_path: str) -> None:
     tok.pad_token = tok.eos_token  # as experiments/evaluate.py
     tok.padding_side = "right"  # the reference locates targets from the attention mask's sum
     model_name = model.config._name_or_path.replace("/", "_")
-    records = spec["records"]
+    if spec.get("zsre_dir"):  # the reference's own zsRE records, built by its dataset class from the same file
+        from dsets import MENDQADataset
+
+        records = list(MENDQADataset(spec["zsre_dir"], tok, size=spec["n"]))
+    else:
+        records = spec["records"]
     requests = [dict(r["requested_rewrite"], case_id=r["case_id"]) for r in records]
     timing = {"targets": 0.0, "update": 0.0, "evaluation": 0.0}
     names = [f"{m}.weight" for m in spec["covariance"]]
@@ -65,12 +71,15 @@ def main(spec_path: str) -> None:
 
     delta = {n: (model.get_parameter(n).detach() - before[n]).contiguous() for n in names}
     save_file(delta, str(out / "delta.safetensors"))
-    from experiments.py.eval_utils_counterfact import compute_rewrite_quality_counterfact
+    if spec.get("zsre_dir"):
+        from experiments.py.eval_utils_zsre import compute_rewrite_quality_zsre as quality
+    else:
+        from experiments.py.eval_utils_counterfact import compute_rewrite_quality_counterfact as quality
 
     t0 = time.time()
     per_record = []
     for r in records:
-        q = compute_rewrite_quality_counterfact(model, tok, r, None, None)
+        q = quality(model, tok, r, None, None)
         per_record.append({"case_id": str(r["case_id"]), "z": z.get(str(r["case_id"])), **q})
     timing["evaluation"] = time.time() - t0
     (out / "reference.json").write_text(json.dumps({"records": per_record, "seconds": timing,
