@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -101,14 +100,12 @@ def ours(params: dict, method: str, dataset: str, n: int, threads: int) -> dict:
         t0 = time.time()
         per_case = evaluate_cases(s.model, s.tok, cases, batch_size=s.runtime.eval_rows, progress=False)
         t_eval = time.time() - t0
-    from jeepkit.models import get_module
-
     return {"session": s, "cases": cases, "hp": hp, "z": z, "deltas": res.deltas, "per_case": per_case,
             "kind": cases[0].kind, "source_file": s.prov.get("path"),
             "seconds": {"targets": res.info["target_seconds"],
                         "update": res.info["edit_seconds"] - res.info["target_seconds"], "evaluation": t_eval},
             "depth": s.arch.n_layers, "cov": {m: s.cov.get(m) for m in res.deltas},
-            "model_dir": str(Path(s.p["model"]).resolve()), "get_module": get_module}
+            "model_dir": str(Path(s.p["model"]).resolve())}
 
 
 def reference(method: str, mine: dict, ref_dir: Path, work: Path, threads: int, python: str) -> dict:
